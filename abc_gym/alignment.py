@@ -1,0 +1,90 @@
+"""Map a reward model's per-token values back onto the policy's tokens by character offsets.
+
+When the reward model (RM) has its own tokenizer, it reads the decoded text of
+prompt + completion. A policy token receives the value of every RM token whose
+character span overlaps its own. Zero-width tokens (specials such as EOS) overlap no
+text; a trailing policy special token (EOS) receives the RM's trailing specials
+(e.g. BERT's [SEP]), since both mark the end of the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def token_char_spans(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """Decode ``ids`` and give each token its ``[start, end)`` span in the decoded text.
+
+    Spans come from decoding growing prefixes, which is exact for any tokenizer whose
+    decode is prefix-stable (byte-level BPE, WordPiece, SentencePiece); a prefix that
+    ends inside a multi-byte character is clamped so spans never go backwards.
+
+    Returns:
+        ``(text, spans)`` with ``len(spans) == len(ids)``.
+    """
+    ids = [int(i) for i in ids]
+    spans: list[tuple[int, int]] = []
+    prev = 0
+    for k in range(1, len(ids) + 1):
+        end = max(prev, len(tokenizer.decode(ids[:k], skip_special_tokens=True, clean_up_tokenization_spaces=False)))
+        spans.append((prev, end))
+        prev = end
+    text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return text, spans
+
+
+def overlap_matrix(
+    policy_spans: Sequence[tuple[int, int]], rm_offsets: Sequence[tuple[int, int]], text_length: int
+) -> torch.Tensor:
+    """``(P, R)`` 0/1 matrix: policy token ``p`` overlaps RM token ``r`` in characters.
+
+    RM specials have ``(0, 0)`` offsets; those after the last text token count as
+    trailing and go to trailing zero-width policy tokens (see module doc).
+    """
+    p_spans = torch.tensor(policy_spans, dtype=torch.long).view(-1, 2)
+    r_spans = torch.tensor(rm_offsets, dtype=torch.long).view(-1, 2)
+    ps, pe = p_spans[:, :1], p_spans[:, 1:]
+    rs, re = r_spans[:, 0].unsqueeze(0), r_spans[:, 1].unsqueeze(0)
+    m = ((ps < re) & (rs < pe)).to(torch.float32)
+
+    r_zero = (r_spans[:, 0] == r_spans[:, 1]).tolist()
+    r_text = [i for i, z in enumerate(r_zero) if not z]
+    last_text = r_text[-1] if r_text else -1
+    trailing_rm = [i for i, z in enumerate(r_zero) if z and i > last_text]
+    p_zero = (p_spans[:, 0] == p_spans[:, 1]) & (p_spans[:, 0] >= text_length)
+    trailing_p = torch.nonzero(p_zero).flatten().tolist()
+    if trailing_rm and trailing_p:
+        for p in trailing_p:
+            m[p, trailing_rm] = 1.0
+    return m
+
+
+def map_to_policy_tokens(
+    values: torch.Tensor,
+    policy_tokenizer: PreTrainedTokenizerBase,
+    policy_ids: Sequence[int],
+    rm_offsets: Sequence[tuple[int, int]],
+) -> torch.Tensor:
+    """Carry per-RM-token ``values`` ``(R,)`` onto policy tokens: ``(P,)`` with ``P = len(policy_ids)``."""
+    text, spans = token_char_spans(policy_tokenizer, policy_ids)
+    m = overlap_matrix(spans, rm_offsets, len(text)).to(values.device)
+    return m @ values.to(torch.float32)
+
+
+def char_weights_to_tokens(
+    char_weights: Sequence[tuple[int, int, float]], spans: Sequence[tuple[int, int]]
+) -> torch.Tensor:
+    """Share each ``(start, end, weight)`` character span's weight equally among the tokens it overlaps.
+
+    Used for gold credit defined on words of the text: a word split into two tokens
+    gives each half, so the total weight is kept. Returns ``(len(spans),)`` float64.
+    """
+    out = torch.zeros(len(spans), dtype=torch.float64)
+    for s, e, w in char_weights:
+        hit = [i for i, (ts, te) in enumerate(spans) if ts < e and s < te]
+        for i in hit:
+            out[i] += w / len(hit)
+    return out

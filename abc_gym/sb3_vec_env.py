@@ -1,0 +1,120 @@
+"""The batched token env as a Stable-Baselines3 ``VecEnv``.
+
+Needs ``stable-baselines3`` (``pip install "abc_gym[agents]"``); ``import abc_gym`` does
+not import it. SB3 conventions: ``dones`` is terminated or truncated, a finished row is
+reset inside ``step_wait`` and its last observation is ``infos[i]["terminal_observation"]``;
+its final-step info (``token_rewards``, ``score``, ``text``, ...) is the rest of ``infos[i]``.
+Wrap in SB3's ``VecMonitor`` for episode statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+try:
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError('abc_gym.sb3_vec_env needs stable-baselines3: pip install "abc_gym[agents]"') from err
+
+from abc_gym.env import build_episodes, observation_space
+from abc_gym.vector_env import row_generators
+
+
+class TokenGenerationSB3VecEnv(VecEnv):
+    """``num_envs`` token-generation episodes as one SB3 ``VecEnv`` (one torch batch).
+
+    Takes the keyword arguments of :class:`~abc_gym.env.TokenGenerationEnv`, plus ``num_envs``.
+    Row ``i`` is seeded with ``seed + i`` (SB3's convention), so it matches a single env
+    seeded with ``seed + i``.
+    """
+
+    def __init__(self, num_envs: int = 1, policy: Any = None, reward_model: Any = None, prompts: Any = None, **kwargs: Any):
+        from gymnasium import spaces
+
+        if prompts is None:
+            raise TypeError("TokenGeneration needs prompts= (a list of strings or a .json/.txt file)")
+        kwargs.pop("render_mode", None)
+        device = kwargs.pop("device", "auto")
+        rm_kwargs = kwargs.pop("reward_model_kwargs", None)
+        self.episodes = build_episodes(
+            policy, reward_model, prompts, num_envs, device=device, reward_model_kwargs=rm_kwargs, **kwargs
+        )
+        self.policy_name_or_path = policy
+        super().__init__(num_envs, observation_space(self.episodes), spaces.Discrete(self.episodes.vocab_size))
+        self._rngs = row_generators(num_envs, None)
+        self._actions: torch.Tensor | None = None
+
+    @classmethod
+    def from_env_id(cls, env_id: str, num_envs: int = 1, **overrides: Any) -> "TokenGenerationSB3VecEnv":
+        """Build from a registered id (``"abc_gym/Sentiment-v0"``) with its registered kwargs."""
+        import gymnasium as gym
+
+        spec = gym.spec(env_id)
+        return cls(num_envs, **{**spec.kwargs, **overrides})
+
+    @property
+    def tokenizer(self):
+        return self.episodes.tokenizer
+
+    def reset(self) -> dict[str, np.ndarray]:
+        if any(s is not None for s in self._seeds) or not hasattr(self, "_seeded"):
+            self._rngs = row_generators(self.num_envs, self._seeds)
+            self._seeded = True
+        self._reset_seeds()
+        self.episodes.reset_rows(range(self.num_envs), self._rngs)
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        return self.episodes.observation()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = torch.as_tensor(np.asarray(actions).reshape(self.num_envs))
+
+    def step_wait(self):
+        rewards, terminated = self.episodes.step(self._actions)
+        dones = terminated.cpu().numpy()
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        finished = sorted(self.episodes.last_finished)
+        if finished:
+            snapshot = self.episodes.observation(finished)
+            for j, row in enumerate(finished):
+                infos[row] = self.episodes.last_finished[row].as_info(self.episodes.reward_mode)
+                infos[row]["terminal_observation"] = {k: v[j] for k, v in snapshot.items()}
+                infos[row]["TimeLimit.truncated"] = False
+            self.episodes.reset_rows(finished, [self._rngs[r] for r in finished])
+        return self.episodes.observation(), rewards.cpu().numpy().astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        pass
+
+    def action_masks(self) -> np.ndarray:
+        """``(N, V)`` bool (EOS masked before ``min_new_tokens``)."""
+        return self.episodes.action_masks()
+
+    # SB3's VecEnv API for attribute access: every row shares the one engine.
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        target = self if hasattr(self, attr_name) else self.episodes
+        return [getattr(target, attr_name)] * len(self._get_indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self.episodes, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
+        rows = list(self._get_indices(indices))
+        if method_name == "action_masks":
+            masks = self.action_masks()
+            return [masks[i] for i in rows]
+        result = getattr(self.episodes, method_name)(*method_args, **method_kwargs)
+        return [result] * len(rows)
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False] * len(self._get_indices(indices))
+
+    def _get_indices(self, indices: Any) -> Sequence[int]:
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return indices

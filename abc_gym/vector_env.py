@@ -1,0 +1,144 @@
+"""Batched token-generation env: N sequences stepped as one torch batch on one device.
+
+Exposed through gymnasium's ``make_vec`` (the registered ids' ``vector_entry_point``).
+Autoreset is gymnasium's SAME_STEP mode: a finished row is reset inside the step that
+finished it; its last observation is ``info["final_obs"][i]`` and its final-step info
+(``token_rewards``, ``score``, ``text``, ...) is ``info["final_info"]`` with the
+``_key`` masks gymnasium uses. Row ``i`` seeded with ``seed + i`` draws exactly the
+prompts and lengths of a single :class:`~abc_gym.env.TokenGenerationEnv` seeded with
+``seed + i``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from abc_gym.core import TokenEpisodes
+from abc_gym.env import build_episodes, observation_space
+
+
+def row_generators(num_rows: int, seed: int | Sequence[int | None] | None) -> list[np.random.Generator]:
+    """One generator per row, as gymnasium seeds sub-envs: ``seed + i`` (or an explicit list)."""
+    if seed is None or isinstance(seed, (int, np.integer)):
+        seeds = [None if seed is None else int(seed) + i for i in range(num_rows)]
+    else:
+        seeds = list(seed)
+        if len(seeds) != num_rows:
+            raise ValueError(f"got {len(seeds)} seeds for {num_rows} envs")
+    return [seeding.np_random(s)[0] for s in seeds]
+
+
+def batch_infos(infos: Sequence[dict[str, Any] | None], num_envs: int) -> dict[str, Any]:
+    """Gymnasium's vector info layout: ``info[key][i]`` with a bool mask ``info["_key"]``.
+
+    Scalars become typed arrays; arrays and strings (variable length per episode) are
+    kept per row in object arrays.
+    """
+    out: dict[str, Any] = {}
+    for i, info in enumerate(infos):
+        if not info:
+            continue
+        for key, value in info.items():
+            if key not in out:
+                scalar = isinstance(value, (bool, int, float, np.number))
+                out[key] = np.zeros(num_envs, dtype=type(value) if scalar else object)
+                out[f"_{key}"] = np.zeros(num_envs, dtype=bool)
+            out[key][i] = value
+            out[f"_{key}"][i] = True
+    return out
+
+
+class TokenGenerationVecEnv(VectorEnv):
+    """``num_envs`` token-generation episodes held as one torch batch (see module doc).
+
+    Takes the same keyword arguments as :class:`~abc_gym.env.TokenGenerationEnv`, plus
+    ``num_envs``. ``device="auto"`` puts the batch and the reward model on ``cuda`` when
+    available. :attr:`episodes` is the underlying :class:`~abc_gym.core.TokenEpisodes`,
+    for learners that want torch tensors without a numpy round trip.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        policy: Any = None,
+        reward_model: Any = None,
+        prompts: Any = None,
+        *,
+        device: str | torch.device = "auto",
+        reward_model_kwargs: dict[str, Any] | None = None,
+        render_mode: str | None = None,
+        **episode_kwargs: Any,
+    ) -> None:
+        if render_mode is not None:
+            raise ValueError("the batched env does not render; use TokenGenerationEnv with render_mode='ansi'")
+        if prompts is None:
+            raise TypeError("TokenGeneration needs prompts= (a list of strings or a .json/.txt file)")
+        self.episodes: TokenEpisodes = build_episodes(
+            policy, reward_model, prompts, num_envs, device=device, reward_model_kwargs=reward_model_kwargs, **episode_kwargs
+        )
+        self.policy_name_or_path = policy
+        self.num_envs = num_envs
+        self.single_observation_space = observation_space(self.episodes)
+        self.single_action_space = spaces.Discrete(self.episodes.vocab_size)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.render_mode = None
+        self._rngs = row_generators(num_envs, None)
+
+    @property
+    def tokenizer(self):
+        return self.episodes.tokenizer
+
+    @property
+    def reward_model(self):
+        return self.episodes.reward_model
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
+        if seed is not None or not hasattr(self, "_seeded"):
+            self._rngs = row_generators(self.num_envs, seed)
+            self._seeded = True
+            if seed is not None:
+                self.action_space.seed(seed if isinstance(seed, int) else None)
+        self.episodes.reset_rows(range(self.num_envs), self._rngs)
+        return self.episodes.observation(), self._step_info()
+
+    def step(self, actions: np.ndarray | torch.Tensor):
+        rewards, terminated = self.episodes.step(torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions))
+        infos = self._step_info()
+        finished = sorted(self.episodes.last_finished)
+        if finished:
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            snapshot = self.episodes.observation(finished)
+            for j, row in enumerate(finished):
+                final_obs[row] = {k: v[j] for k, v in snapshot.items()}
+            final_infos: list[dict[str, Any] | None] = [None] * self.num_envs
+            for row in finished:
+                final_infos[row] = self.episodes.last_finished[row].as_info(self.episodes.reward_mode)
+            infos["final_obs"] = final_obs
+            infos["_final_obs"] = terminated.cpu().numpy()
+            infos["final_info"] = batch_infos(final_infos, self.num_envs)
+            infos["_final_info"] = terminated.cpu().numpy()
+            self.episodes.reset_rows(finished, [self._rngs[r] for r in finished])
+        obs = self.episodes.observation()
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        return obs, rewards.cpu().numpy(), terminated.cpu().numpy(), truncated, infos
+
+    def action_masks(self) -> np.ndarray:
+        """``(N, V)`` bool (EOS masked before ``min_new_tokens``)."""
+        return self.episodes.action_masks()
+
+    def _step_info(self) -> dict[str, Any]:
+        return {
+            "prompt_length": self.episodes.prompt_len.cpu().numpy(),
+            "generated": self.episodes.gen_len.cpu().numpy(),
+        }
