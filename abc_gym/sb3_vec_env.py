@@ -44,6 +44,7 @@ class TokenGenerationSB3VecEnv(VecEnv):
             policy, reward_model, prompts, num_envs, device=device, reward_model_kwargs=rm_kwargs, **kwargs
         )
         self.policy_name_or_path = policy
+        self.render_mode = None
         super().__init__(num_envs, observation_space(self.episodes), spaces.Discrete(self.episodes.vocab_size))
         self._rngs = row_generators(num_envs, None)
         self._actions: torch.Tensor | None = None

