@@ -26,13 +26,17 @@ def token_char_spans(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> 
         ``(text, spans)`` with ``len(spans) == len(ids)``.
     """
     ids = [int(i) for i in ids]
+    # one batched (Rust) call for all prefixes; the last prefix is the whole text
+    prefixes = tokenizer.batch_decode(
+        [ids[:k] for k in range(1, len(ids) + 1)], skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
     spans: list[tuple[int, int]] = []
     prev = 0
-    for k in range(1, len(ids) + 1):
-        end = max(prev, len(tokenizer.decode(ids[:k], skip_special_tokens=True, clean_up_tokenization_spaces=False)))
+    for prefix in prefixes:
+        end = max(prev, len(prefix))
         spans.append((prev, end))
         prev = end
-    text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    text = prefixes[-1] if prefixes else ""
     return text, spans
 
 

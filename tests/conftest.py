@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 import abc_gym  # noqa: F401  (registers the env ids)
 from abc_gym.tasks.sentiment import POLICY_PATH
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: one thread is faster and immune to a busy machine
 
 
 @pytest.fixture(scope="session")
