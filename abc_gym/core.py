@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from abc_gym.alignment import char_weights_to_tokens, token_char_spans
-from abc_gym.credit import check_beta, check_reward_mode, normalise_weights, token_rewards
+from abc_gym.credit import check_beta, check_reward_mode, last_token_index, normalise_weights, token_rewards
 from abc_gym.reward_model import RewardModel
 
 GoldScorer = Callable[[str], float]
@@ -284,6 +285,26 @@ class TokenEpisodes:
             gold_fallback = ((gold_weights * completion_mask).sum(-1) <= 0).cpu()
             gold_weights = torch.where(gold_fallback.to(self.device).unsqueeze(-1), completion_mask.double(), gold_weights)
 
+        attention_fallback = None
+        if out.attention is not None:
+            # The scored row can be blind to the whole completion (e.g. a completion made only of
+            # the reward model's pad id, which transformers' head skips). Then there is no attention
+            # to spread: that row gets sparse credit, flagged in info and warned about, never hidden.
+            attention = out.attention.to(self.device).double()
+            attention_fallback = (attention * completion_mask).sum(-1) <= 0
+            if bool(attention_fallback.any()):
+                warnings.warn(
+                    f"{int(attention_fallback.sum())} completion(s) got no reward-model attention (scored row "
+                    "cannot see them); their ABC credit is sparse (info['abc_sparse_fallback'] is True)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                onehot = torch.zeros_like(attention)
+                onehot[torch.arange(len(rows), device=self.device), last_token_index(completion_mask)] = 1.0
+                attention = torch.where(attention_fallback.unsqueeze(-1), onehot, attention)
+            out.attention = attention
+            attention_fallback = attention_fallback.cpu()
+
         credit = token_rewards(
             self.reward_mode, score, completion_mask, beta=self.beta, attention=out.attention, gold_weights=gold_weights
         ).cpu()
@@ -307,6 +328,8 @@ class TokenEpisodes:
             )
             if gold_fallback is not None:
                 ep.extra["gold_credit_uniform_fallback"] = bool(gold_fallback[b])
+            if attention_fallback is not None:
+                ep.extra["abc_sparse_fallback"] = bool(attention_fallback[b])
             episodes.append(ep)
         return episodes
 

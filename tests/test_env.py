@@ -224,3 +224,20 @@ def test_oracle_without_gold_is_an_error():
 def test_hub_id_offline_is_a_clear_error():
     with pytest.raises(OSError, match="hf download"):
         gym.make("abc_gym/IMDb-GPT2-v0", prompts=["the film"], **FAST)
+
+
+def test_completion_invisible_to_the_scored_row_is_flagged_not_hidden():
+    """A completion made only of the RM's pad id: transformers' head reads the prompt's last token,
+    which cannot see the completion. ABC must not crash or silently change: sparse + flag + warning."""
+    env = gym.make("abc_gym/Sentiment-v0", min_new_tokens=2, max_new_tokens=2, **FAST)
+    env.reset(seed=0)
+    pad = env.unwrapped.reward_model.pad_id
+    env.step(pad)
+    with pytest.warns(RuntimeWarning, match="no reward-model attention"):
+        _, r, done, _, info = env.step(pad)
+    assert done and info["abc_sparse_fallback"] is True
+    np.testing.assert_allclose(info["token_rewards"], [0.0, info["score"]])
+    env.reset(seed=0)
+    for _ in range(2):
+        _, _, _, _, info = env.step(5)
+    assert info["abc_sparse_fallback"] is False
