@@ -1,0 +1,453 @@
+"""``TransformerActorCriticPolicy``: a Hugging Face causal LM as an SB3 actor-critic policy.
+
+Observation: ``{"input_ids": (B, L), "attention_mask": (B, L)}`` laid out
+``[prompt | generated | pad]`` (right padding, as the abc_gym token envs give it).
+The state is the real-token prefix; the action distribution is a Categorical over the
+LM's logits at the last real token; the value is a linear head on the hidden state
+of that same token (shared trunk by default, or a separate value model).
+
+Two forward paths, both equal within float tolerance (tested):
+
+- full forward (no cache): used for training (``evaluate_actions``) and whenever
+  gradients are on;
+- per-env KV cache (``RowKVCache``): used during rollouts (no grad). Each env row keeps
+  the keys/values of its prefix; a step whose prefix extends the cached one by one
+  token feeds only that token. Anything else (episode start, other batch) re-prefills
+  the row. The cache is keyed on the token prefix itself, so it can never be stale
+  for a different episode; it is dropped whenever the weights may change
+  (``set_training_mode(True)``, ``load_state_dict``).
+
+``evaluate_episodes`` is the teacher-forced path of :class:`agents.token_ppo.TokenPPO`:
+one forward per whole episode gives every step's log-prob, value and entropy.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, DynamicCache, PreTrainedModel
+
+FLOAT_EXACT_IDS = 2**24  # float32 represents every integer below this exactly
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_token_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Raise a clear ``ValueError`` unless the spaces are those of an abc_gym token env."""
+    ok = (
+        isinstance(observation_space, spaces.Dict)
+        and {"input_ids", "attention_mask"} <= set(observation_space.spaces)
+        and isinstance(action_space, spaces.Discrete)
+    )
+    if not ok:
+        raise ValueError(
+            "agents need a token env: observation Dict with 'input_ids' and 'attention_mask' and a Discrete "
+            f"action space of token ids (e.g. gym.make('abc_gym/Sentiment-v0')); got observation {observation_space} "
+            f"and action {action_space}"
+        )
+
+
+def as_token_ids(x: torch.Tensor) -> torch.Tensor:
+    """Token ids as ``long``; float inputs (SB3 buffers may store obs as float32) are checked exact.
+
+    Args:
+        x: ``(B, L)`` ids, integer or float.
+    """
+    if not x.is_floating_point():
+        return x.long()
+    if x.numel() and float(x.max()) >= FLOAT_EXACT_IDS:
+        raise ValueError(
+            f"token id {int(x.max())} >= 2**24 stored as float32 is not exact: keep observations as int64 "
+            "(use a DictRolloutBuffer with the env's int64 observation space)"
+        )
+    ids = x.round().long()
+    if not torch.equal(ids.to(x.dtype), x):
+        raise ValueError("observation token ids are not integers: the observation is not a token-id observation")
+    return ids
+
+
+def last_index(mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` index of each row's last real token (right padding). ``mask``: ``(B, L)``."""
+    n = mask.long().sum(-1)
+    if bool((n == 0).any()):
+        raise ValueError("an observation has no real token (all-zero attention_mask)")
+    return n - 1
+
+
+def base_of(model: PreTrainedModel) -> nn.Module:
+    """The trunk that returns ``last_hidden_state`` (e.g. ``GPT2LMHeadModel.transformer``)."""
+    return model.base_model if model.base_model is not model else model
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+
+class RowKVCache:
+    """Per-row KV cache of a decoder trunk, for stepping N envs one token at a time.
+
+    Rows are stored left-padded to a common length ``S <= L`` (so appending one token
+    to every row is one batched forward); ``position_ids`` carry each row's true
+    positions, so the result equals the right-padded full forward.
+    """
+
+    def __init__(self, trunk: nn.Module, max_len: int) -> None:
+        self.trunk = trunk
+        self.max_len = max_len
+        self.clear()
+
+    def clear(self) -> None:
+        self.ids: torch.Tensor | None = None  # (N, L) token prefix of each row
+        self.length: torch.Tensor | None = None  # (N,) cached prefix length
+        self.keys: list[torch.Tensor] = []  # per layer (N, H, S, D)
+        self.values: list[torch.Tensor] = []
+        self.mask: torch.Tensor | None = None  # (N, S) 1 where a cached position is real
+
+    @torch.no_grad()
+    def last_hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden state ``(N, D)`` at each row's last real token, reusing the cache.
+
+        Args:
+            ids: ``(N, L)`` long, mask: ``(N, L)`` long (right padded).
+        """
+        n_rows, width = ids.shape
+        n = mask.long().sum(-1)
+        if self.ids is None or self.ids.shape != ids.shape:
+            self.clear()
+            inc = torch.zeros(n_rows, dtype=torch.bool, device=ids.device)
+        else:
+            pos = torch.arange(width, device=ids.device)
+            same_prefix = ((self.ids == ids) | (pos.unsqueeze(0) >= self.length.unsqueeze(1))).all(-1)
+            inc = same_prefix & (self.length == n - 1)
+        hidden = torch.empty(n_rows, self._hidden_size(), device=ids.device)
+        pieces: list[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []
+
+        inc_rows = torch.nonzero(inc).flatten()
+        if len(inc_rows):
+            cache = DynamicCache(ddp_cache_data=[(k[inc_rows], v[inc_rows]) for k, v in zip(self.keys, self.values)])
+            step_mask = torch.cat([self.mask[inc_rows], torch.ones(len(inc_rows), 1, dtype=torch.long, device=ids.device)], 1)
+            last = (n[inc_rows] - 1).unsqueeze(1)
+            out = self.trunk(
+                input_ids=ids[inc_rows].gather(1, last),
+                attention_mask=step_mask,
+                position_ids=last,
+                cache=cache,
+                use_cache=True,
+            )
+            hidden[inc_rows] = out.last_hidden_state[:, -1]
+            layers = out.cache.layers
+            pieces.append((inc_rows, [l.keys for l in layers], [l.values for l in layers], step_mask))
+
+        new_rows = torch.nonzero(~inc).flatten()
+        if len(new_rows):
+            nr = n[new_rows]
+            width_p = int(nr.max())
+            j = torch.arange(width_p, device=ids.device).unsqueeze(0)
+            offset = (width_p - nr).unsqueeze(1)
+            src = (j - offset).clamp(min=0)
+            left_mask = (j >= offset).long()
+            left_ids = ids[new_rows].gather(1, src) * left_mask
+            out = self.trunk(
+                input_ids=left_ids,
+                attention_mask=left_mask,
+                position_ids=src,
+                cache=DynamicCache(),
+                use_cache=True,
+            )
+            hidden[new_rows] = out.last_hidden_state[:, -1]
+            layers = out.cache.layers
+            pieces.append((new_rows, [l.keys for l in layers], [l.values for l in layers], left_mask))
+
+        # Merge the pieces right-aligned on a common length (every row's real tokens fit in L).
+        s_new = min(max(p[3].shape[1] for p in pieces), self.max_len)
+        n_layers = len(pieces[0][1])
+        k0 = pieces[0][1][0]
+        keys = [k0.new_zeros(n_rows, k0.shape[1], s_new, k0.shape[3]) for _ in range(n_layers)]
+        values = [k0.new_zeros(n_rows, k0.shape[1], s_new, k0.shape[3]) for _ in range(n_layers)]
+        new_mask = torch.zeros(n_rows, s_new, dtype=torch.long, device=ids.device)
+        for rows, ks, vs, m in pieces:
+            s = min(m.shape[1], s_new)
+            new_mask[rows, s_new - s :] = m[:, -s:]
+            for layer in range(n_layers):
+                keys[layer][rows, :, s_new - s :] = ks[layer][:, :, -s:]
+                values[layer][rows, :, s_new - s :] = vs[layer][:, :, -s:]
+        self.keys, self.values, self.mask = keys, values, new_mask
+        self.ids, self.length = ids.clone(), n.clone()
+        return hidden
+
+    def _hidden_size(self) -> int:
+        cfg = self.trunk.config
+        return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+class _TransformerPolicyMixin:
+    """Everything shared by the plain and the maskable policy (see module doc)."""
+
+    action_space: spaces.Discrete
+
+    def _init_transformer(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        model_name_or_path: str | None,
+        value_model_name_or_path: str | None,
+        separate_value_model: bool,
+        use_cache: bool,
+        model_kwargs: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
+        check_token_spaces(observation_space, action_space)
+        if model_name_or_path is None:
+            raise ValueError(
+                "TransformerActorCriticPolicy needs a causal LM: pass policy_kwargs=dict(model_name_or_path=...) "
+                "(the env's own model is env.unwrapped.policy_name_or_path; the agents.* algorithms fill it in)"
+            )
+        self.model_name_or_path = str(model_name_or_path)
+        self.separate_value_model = bool(separate_value_model or value_model_name_or_path is not None)
+        self.value_model_name_or_path = (
+            str(value_model_name_or_path) if value_model_name_or_path is not None else None
+        )
+        self.use_cache = use_cache
+        self.model_kwargs = dict(model_kwargs or {})
+        self.seq_len = int(observation_space["input_ids"].shape[-1])
+        kwargs.pop("net_arch", None)  # the LM is the network
+        kwargs.setdefault("ortho_init", False)  # never re-initialise pretrained weights
+        return kwargs
+
+    # SB3 calls _build at the end of __init__; it builds the networks and the optimizer.
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.lm = AutoModelForCausalLM.from_pretrained(self.model_name_or_path, **self.model_kwargs)
+        vocab = self.lm.get_output_embeddings().weight.shape[0]
+        if vocab != self.action_space.n:
+            raise ValueError(
+                f"policy model {self.model_name_or_path!r} has {vocab} output logits but the env's action space "
+                f"has {self.action_space.n} token ids: use the env's own model (env.unwrapped.policy_name_or_path) "
+                "or one with the env's tokenizer"
+            )
+        hidden = int(getattr(self.lm.config, "hidden_size", None) or self.lm.config.n_embd)
+        if self.separate_value_model:
+            path = self.value_model_name_or_path or self.model_name_or_path
+            self.value_model = AutoModel.from_pretrained(path, **self.model_kwargs)
+            hidden_v = int(getattr(self.value_model.config, "hidden_size", None) or self.value_model.config.n_embd)
+        else:
+            self.value_model = None
+            hidden_v = hidden
+        self.value_head = nn.Linear(hidden_v, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / np.sqrt(hidden_v + 1))  # as trl's ValueHead scale
+        nn.init.zeros_(self.value_head.bias)
+        self._caches: dict[str, RowKVCache] = {}
+        self.last_rollout_entropy: torch.Tensor | None = None
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    # ------------------------------------------------------------------ helpers
+    def reset_cache(self) -> None:
+        """Drop every row's KV cache (done whenever the weights may change)."""
+        for cache in getattr(self, "_caches", {}).values():
+            cache.clear()
+
+    def set_training_mode(self, mode: bool) -> None:
+        if mode:
+            self.reset_cache()
+        super().set_training_mode(mode)  # type: ignore[misc]
+
+    def load_state_dict(self, *args: Any, **kwargs: Any):
+        self.reset_cache()
+        return super().load_state_dict(*args, **kwargs)  # type: ignore[misc]
+
+    def _trunk_hidden(self, which: str, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(B, D)`` hidden state at the last real token of the actor (``"pi"``) or value model (``"vf"``)."""
+        model = self.lm if which == "pi" else self.value_model
+        trunk = base_of(model)
+        if self.use_cache and not torch.is_grad_enabled() and not self.training:
+            if which not in self._caches:
+                self._caches[which] = RowKVCache(trunk, self.seq_len)
+            return self._caches[which].last_hidden(ids, mask)
+        width = int(mask.sum(-1).max())  # right padding: nothing real beyond the longest row
+        out = trunk(input_ids=ids[:, :width], attention_mask=mask[:, :width])
+        idx = last_index(mask)
+        return out.last_hidden_state[torch.arange(len(ids), device=ids.device), idx]
+
+    def _unpack(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = as_token_ids(obs["input_ids"])
+        mask = as_token_ids(obs["attention_mask"])
+        return ids, mask
+
+    def _heads(self, obs: dict[str, torch.Tensor], need_pi: bool = True, need_vf: bool = True):
+        ids, mask = self._unpack(obs)
+        logits = values = None
+        h_pi = self._trunk_hidden("pi", ids, mask) if (need_pi or (need_vf and self.value_model is None)) else None
+        if need_pi:
+            logits = self.lm.get_output_embeddings()(h_pi).float()
+        if need_vf:
+            h_vf = h_pi if self.value_model is None else self._trunk_hidden("vf", ids, mask)
+            values = self.value_head(h_vf).float()
+        return logits, values
+
+    def _distribution(self, logits: torch.Tensor, action_masks: Any = None):
+        dist = self.action_dist.proba_distribution(action_logits=logits)
+        if action_masks is not None:
+            dist.apply_masking(action_masks)
+        return dist
+
+    # ------------------------------------------------------------------ SB3 API
+    def forward(self, obs: dict[str, torch.Tensor], deterministic: bool = False, action_masks: Any = None):
+        """Returns actions ``(B,)``, values ``(B, 1)`` and log-probs ``(B,)``."""
+        logits, values = self._heads(obs)
+        dist = self._distribution(logits, action_masks)
+        actions = dist.get_actions(deterministic=deterministic)
+        if not torch.is_grad_enabled():
+            self.last_rollout_entropy = dist.entropy().detach()
+        return actions.reshape((-1, *self.action_space.shape)), values, dist.log_prob(actions)
+
+    def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, action_masks: Any = None):
+        """Per-transition path: values ``(B, 1)``, log-probs ``(B,)``, entropy ``(B,)``."""
+        logits, values = self._heads(obs)
+        dist = self._distribution(logits, action_masks)
+        return values, dist.log_prob(actions.long().flatten()), dist.entropy()
+
+    def get_distribution(self, obs: dict[str, torch.Tensor], action_masks: Any = None):
+        logits, _ = self._heads(obs, need_vf=False)
+        return self._distribution(logits, action_masks)
+
+    def predict_values(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        _, values = self._heads(obs, need_pi=False)
+        return values
+
+    def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False, action_masks: Any = None):
+        return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
+
+    def extract_features(self, obs: Any, *args: Any, **kwargs: Any):  # pragma: no cover - not used
+        raise NotImplementedError("TransformerActorCriticPolicy reads token ids directly; use forward()")
+
+    # ------------------------------------------------------------------ sequence-level path
+    def evaluate_episodes(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt_len: torch.Tensor,
+        gen_len: torch.Tensor,
+        action_masks: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced evaluation: one forward per whole episode.
+
+        Args:
+            input_ids, attention_mask: ``(E, L)`` final sequences (prompt + all T actions).
+            prompt_len, gen_len: ``(E,)``.
+            action_masks: optional ``(E, Tmax, V)`` bool masks per step.
+        Returns:
+            values, log_prob, entropy, each ``(E, Tmax)``, and ``valid`` ``(E, Tmax)`` bool; step t of
+            episode e reads the logits at position ``prompt_len[e] + t - 1`` (state = prefix before a_t).
+        """
+        ids = as_token_ids(input_ids)
+        mask = as_token_ids(attention_mask)
+        t_max = int(gen_len.max())
+        width = int(mask.sum(-1).max())
+        steps = torch.arange(t_max, device=ids.device)
+        valid = steps.unsqueeze(0) < gen_len.unsqueeze(1)
+        pos = (prompt_len.unsqueeze(1) + steps.unsqueeze(0) - 1).clamp(max=width - 1)  # (E, Tmax)
+        actions = ids.gather(1, (pos + 1).clamp(max=ids.shape[1] - 1))
+        h = base_of(self.lm)(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
+        h_pi = h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (E, Tmax, D)
+        logits = self.lm.get_output_embeddings()(h_pi).float()
+        if self.value_model is None:
+            h_vf = h_pi
+        else:
+            hv = base_of(self.value_model)(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
+            h_vf = hv.gather(1, pos.unsqueeze(-1).expand(-1, -1, hv.shape[-1]))
+        values = self.value_head(h_vf).float().squeeze(-1)
+        flat_logits = logits.reshape(-1, logits.shape[-1])
+        flat_masks = None if action_masks is None else action_masks.reshape(-1, action_masks.shape[-1])
+        dist = self._distribution(flat_logits, flat_masks)
+        log_prob = dist.log_prob(actions.reshape(-1)).reshape(actions.shape)
+        entropy = dist.entropy().reshape(actions.shape)
+        return values, log_prob, entropy, valid
+
+    # ------------------------------------------------------------------ persistence
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(
+            model_name_or_path=self.model_name_or_path,
+            value_model_name_or_path=self.value_model_name_or_path,
+            separate_value_model=self.separate_value_model,
+            use_cache=self.use_cache,
+            model_kwargs=self.model_kwargs,
+        )
+        for key in ("net_arch", "activation_fn", "ortho_init", "features_extractor_class", "features_extractor_kwargs"):
+            data.pop(key, None)
+        return data
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write the actor in Hugging Face format (loadable with ``AutoModelForCausalLM``)."""
+        self.lm.save_pretrained(directory)
+
+    def frozen_copy(self) -> PreTrainedModel:
+        """A frozen copy of the actor LM (the KL reference)."""
+        ref = copy.deepcopy(self.lm).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+
+class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
+    """SB3 ``ActorCriticPolicy`` whose actor is a causal LM (see module doc).
+
+    Args (beyond SB3's):
+        model_name_or_path: the actor (path or hub id). The agents.* algorithms default it to
+            the env's ``policy_name_or_path``.
+        value_model_name_or_path: a separate value trunk (implies ``separate_value_model``).
+        separate_value_model: value head on a separate copy of the actor's trunk, not shared.
+        use_cache: per-env KV cache during rollouts.
+        model_kwargs: forwarded to ``from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        model_name_or_path: str | None = None,
+        value_model_name_or_path: str | None = None,
+        separate_value_model: bool = False,
+        use_cache: bool = True,
+        model_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs = self._init_transformer(
+            observation_space, action_space, model_name_or_path, value_model_name_or_path,
+            separate_value_model, use_cache, model_kwargs, kwargs,
+        )
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+
+class MaskableTransformerActorCriticPolicy(_TransformerPolicyMixin, MaskableActorCriticPolicy):
+    """The same policy for sb3-contrib's ``MaskablePPO`` (masks applied to the LM's Categorical)."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        model_name_or_path: str | None = None,
+        value_model_name_or_path: str | None = None,
+        separate_value_model: bool = False,
+        use_cache: bool = True,
+        model_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs = self._init_transformer(
+            observation_space, action_space, model_name_or_path, value_model_name_or_path,
+            separate_value_model, use_cache, model_kwargs, kwargs,
+        )
+        kwargs.pop("use_sde", None)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)

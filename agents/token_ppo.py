@@ -1,0 +1,157 @@
+"""``TokenPPO``: PPO whose update evaluates each whole episode in ONE forward pass.
+
+SB3's PPO evaluates every transition on its own: a step of a T-token completion is a
+forward over its whole prefix, so an update costs ~T forwards per episode. With a
+causal LM the logits of every step of an episode are in one teacher-forced forward over
+the final sequence (position ``prompt_len + t - 1`` predicts action ``a_t``), so
+TokenPPO minibatches *episodes*, runs one forward each, and gathers the per-step
+log-probs, values and entropies; the loss is SB3 PPO's, term by term
+(:func:`ppo_loss`), on the same transitions. Rollouts are the shared credit-aware
+ones (batched sampling with the per-env KV cache on the batched SB3 VecEnv).
+
+Everything else (logger, callbacks, progress bar, save/load) is SB3's PPO.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from stable_baselines3.common.utils import explained_variance
+
+from agents.algorithms import PPO
+
+
+def ppo_loss(
+    values: th.Tensor,
+    log_prob: th.Tensor,
+    entropy: th.Tensor | None,
+    old_values: th.Tensor,
+    old_log_prob: th.Tensor,
+    advantages: th.Tensor,
+    returns: th.Tensor,
+    *,
+    clip_range: float,
+    clip_range_vf: float | None,
+    ent_coef: float,
+    vf_coef: float,
+    normalize_advantage: bool = True,
+) -> tuple[th.Tensor, dict[str, float]]:
+    """SB3 PPO's minibatch loss, verbatim (all inputs ``(B,)``). Returns the loss and its parts."""
+    if normalize_advantage and len(advantages) > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    ratio = th.exp(log_prob - old_log_prob)
+    policy_loss = -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+    if clip_range_vf is None:
+        values_pred = values
+    else:
+        values_pred = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
+    value_loss = F.mse_loss(returns, values_pred)
+    entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+    loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
+    with th.no_grad():
+        log_ratio = log_prob - old_log_prob
+        stats = {
+            "policy_loss": policy_loss.item(),
+            "value_loss": value_loss.item(),
+            "entropy_loss": entropy_loss.item(),
+            "clip_fraction": th.mean((th.abs(ratio - 1) > clip_range).float()).item(),
+            "approx_kl": th.mean((th.exp(log_ratio) - 1) - log_ratio).item(),
+        }
+    return loss, stats
+
+
+class TokenPPO(PPO):
+    """PPO with the sequence-level update (see module doc).
+
+    Args (beyond :class:`agents.algorithms.PPO`):
+        minibatch_episodes: episodes per minibatch; ``None`` picks about ``batch_size``
+            transitions' worth (``round(batch_size / mean episode length)``, at least 1).
+    """
+
+    def __init__(self, *args: Any, minibatch_episodes: int | None = None, **kwargs: Any) -> None:
+        if minibatch_episodes is not None and minibatch_episodes < 1:
+            raise ValueError(f"minibatch_episodes must be >= 1, got {minibatch_episodes}")
+        self.minibatch_episodes = minibatch_episodes
+        super().__init__(*args, **kwargs)
+
+    def episode_tensors(self) -> dict[str, th.Tensor]:
+        """The buffer's episodes as tensors: sequences ``(E, L)``, lengths ``(E,)``, and the stored
+        per-step rollout data ``(E, Tmax)`` (old values, old log-probs, advantages, returns, valid)."""
+        buf = self.rollout_buffer
+        buf.prepare_flat()
+        eps = buf.episodes
+        t_max = max(e.gen_len for e in eps)
+        index = np.zeros((len(eps), t_max), dtype=np.int64)
+        valid = np.zeros((len(eps), t_max), dtype=bool)
+        for i, e in enumerate(eps):
+            index[i, : e.gen_len] = buf.flat_index(e.slots, e.env_idx)
+            valid[i, : e.gen_len] = True
+        dev = self.device
+
+        def take(arr: np.ndarray) -> th.Tensor:
+            return th.as_tensor(arr.reshape(-1)[index], device=dev)
+
+        return {
+            "input_ids": th.as_tensor(np.stack([e.input_ids for e in eps]), device=dev).long(),
+            "attention_mask": th.as_tensor(np.stack([e.attention_mask for e in eps]), device=dev).long(),
+            "prompt_len": th.as_tensor([e.prompt_len for e in eps], device=dev),
+            "gen_len": th.as_tensor([e.gen_len for e in eps], device=dev),
+            "old_values": take(buf.values),
+            "old_log_prob": take(buf.log_probs),
+            "advantages": take(buf.advantages),
+            "returns": take(buf.returns),
+            "valid": th.as_tensor(valid, device=dev),
+        }
+
+    def _update(self) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)
+        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
+        data = self.episode_tensors()
+        n_eps = len(data["gen_len"])
+        per_mb = self.minibatch_episodes or max(1, round(self.batch_size / float(data["gen_len"].float().mean())))
+        stats: dict[str, list[float]] = {}
+        continue_training = True
+        for _ in range(self.n_epochs):
+            approx_kls = []
+            order = th.as_tensor(np.random.permutation(n_eps), device=self.device)
+            for start in range(0, n_eps, per_mb):
+                sel = order[start : start + per_mb]
+                values, log_prob, entropy, valid = self.policy.evaluate_episodes(
+                    data["input_ids"][sel], data["attention_mask"][sel], data["prompt_len"][sel], data["gen_len"][sel]
+                )
+                t = valid.shape[1]
+                pick = {k: data[k][sel][:, :t][valid] for k in ("old_values", "old_log_prob", "advantages", "returns")}
+                loss, part = ppo_loss(
+                    values[valid], log_prob[valid], entropy[valid], pick["old_values"], pick["old_log_prob"],
+                    pick["advantages"], pick["returns"], clip_range=clip_range, clip_range_vf=clip_range_vf,
+                    ent_coef=self.ent_coef, vf_coef=self.vf_coef, normalize_advantage=self.normalize_advantage,
+                )
+                for k, v in part.items():
+                    stats.setdefault(k, []).append(v)
+                approx_kls.append(part["approx_kl"])
+                if self.target_kl is not None and part["approx_kl"] > 1.5 * self.target_kl:
+                    continue_training = False
+                    break
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+        valid = data["valid"]
+        explained_var = explained_variance(data["old_values"][valid].cpu().numpy(), data["returns"][valid].cpu().numpy())
+        self.logger.record("train/entropy_loss", np.mean(stats["entropy_loss"]))
+        self.logger.record("train/policy_gradient_loss", np.mean(stats["policy_loss"]))
+        self.logger.record("train/value_loss", np.mean(stats["value_loss"]))
+        self.logger.record("train/approx_kl", np.mean(approx_kls))
+        self.logger.record("train/clip_fraction", np.mean(stats["clip_fraction"]))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
