@@ -109,6 +109,32 @@ def test_tokenizer_special_tokens(tokenizer) -> None:
     assert rm_tok.get_vocab() == tokenizer.get_vocab()
 
 
+def test_tokenizer_special_token_ids(tokenizer) -> None:
+    assert tokenizer.convert_tokens_to_ids("<|endoftext|>") == tokenizer.eos_token_id == 0
+    assert tokenizer.convert_tokens_to_ids("<pad>") == tokenizer.pad_token_id == 1
+
+
+def test_every_generator_word_is_one_token(tokenizer) -> None:
+    """Sentiment hinges on specific words, so each word the generator emits is a single token
+    (after a space, as inside a review, and at the start of a text), as in GPT-2's vocabulary."""
+    import re
+
+    from abc_gym.tasks.sentiment.build import generator_words
+    from abc_gym.tasks.sentiment.corpus import vocab
+
+    words = set(generator_words())
+    for text in generate_reviews(300, seed=4):
+        words.update(re.findall(r"[a-z]+", text))
+    assert {w for ws in vocab().values() for w in ws} <= words
+    split = sorted(w for w in words if len(tokenizer(" " + w)["input_ids"]) != 1)
+    assert not split, f"split after a space: {split}"
+    split = sorted(w for w in words if len(tokenizer(w)["input_ids"]) != 1)
+    assert not split, f"split at text start: {split}"
+    ids = tokenizer("the film was not good but the cast was brilliant.")["input_ids"]
+    assert [tokenizer.decode([i]) for i in ids] == [
+        "the", " film", " was", " not", " good", " but", " the", " cast", " was", " brilliant", "."]
+
+
 @pytest.mark.parametrize("text", [
     "the film was not good but the cast was brilliant.",
     "i watched it on a rainy sunday.  it runs two hours.",
@@ -224,3 +250,18 @@ def test_minilm_reward_model_loads_and_scores() -> None:
         logits = model(**enc).logits
     score = logits[:, 1] - logits[:, 0]
     assert score[0] > 0 > score[1]
+
+
+def test_reward_model_last_layer_attention_reads_sentiment_words(reward_model, tokenizer) -> None:
+    """ABC reads the RM's last-layer attention from the last token: it must favour the tokens
+    that carry the gold (VADER) credit over a uniform spread (2-layer RM; see docs)."""
+    pytest.importorskip("scipy")  # credit_fidelity uses scipy.stats.spearmanr (the "bench" extra)
+    from transformers import GPT2ForSequenceClassification
+
+    from abc_gym.tasks.sentiment.build import credit_fidelity
+
+    rm = GPT2ForSequenceClassification.from_pretrained(REWARD_MODEL_PATH, local_files_only=True).eval()
+    fid = credit_fidelity(rm, tokenizer, generate_reviews(150, seed=1), n=100)
+    assert fid["n"] >= 50
+    assert fid["gold_mass"] > fid["uniform_mass"] + 0.05
+    assert fid["spearman"] > 0.1

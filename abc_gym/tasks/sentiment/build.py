@@ -1,6 +1,7 @@
 """Rebuild every shipped artefact of the embedded sentiment task, seeded, on CPU.
 
-    python -m abc_gym.tasks.sentiment.build [--policy-steps N] [--rm-steps N] [--head-steps N]
+    python -m abc_gym.tasks.sentiment.build [--policy-steps N] [--rm-steps N] [--head-steps N] [--out DIR]
+    python -m abc_gym.tasks.sentiment.build --fidelity RM_DIR [RM_DIR ...]   # credit fidelity only
 
 Stages: corpus -> byte-level BPE tokenizer -> GPT-2 policy -> GPT-2 reward
 model -> MiniLM reward head -> prompts -> evaluation. Each stage prints how long
@@ -14,10 +15,12 @@ import argparse
 import json
 import math
 import random
+import re
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,9 +35,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from abc_gym.alignment import char_weights_to_tokens, token_char_spans
 from abc_gym.tasks.sentiment import MINILM_HEAD_PATH, POLICY_PATH, PROMPTS_PATH, REWARD_MODEL_PATH
+from abc_gym.tasks.sentiment import corpus as corpus_mod
 from abc_gym.tasks.sentiment.corpus import generate_labelled
-from abc_gym.tasks.sentiment.gold import vader_label
+from abc_gym.tasks.sentiment.gold import gold_char_credit, vader_label
 from abc_gym.tasks.sentiment.minilm import HEAD_CONFIG, HEAD_WEIGHTS, minilm_backbone_path
 
 EOS = "<|endoftext|>"
@@ -53,6 +58,8 @@ class Args:
     vocab_size: int
     policy_steps: int
     rm_steps: int
+    rm_layers: int
+    rm_heads: int
     head_steps: int
     minilm_fragments: int
     batch_size: int
@@ -87,8 +94,33 @@ class Timer:
 # ----------------------------------------------------------------------------- tokenizer
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE (GPT-2 style: no prefix space, untrimmed offsets) with eos/bos and pad."""
+def generator_words(texts: list[str] = ()) -> list[str]:
+    """Every word the corpus generator can emit: its VADER word lists, its phrase lists, the
+    words its templates hard-code, and (to be safe) every word of ``texts``."""
+    words: set[str] = {w for ws in corpus_mod.vocab().values() for w in ws}
+    phrases: list[str] = []
+    for name in ("_SUBJECTS", "_NEUTRAL_TEMPLATES", "_CHARACTERS", "_PLACES", "_TIMES", "_TIMES2",
+                 "_DURATIONS", "_MOVES", "_NEGATIONS", "_NEG_AUX", "_BOOSTERS", "_DAMPENERS",
+                 "_POS_BASE", "_NEG_BASE"):
+        for item in getattr(corpus_mod, name):
+            phrases.append(item[0] if isinstance(item, tuple) else item)
+    # Words written inline in corpus._be / _clause / _adj_phrase.
+    phrases += ["i did not didnt never really totally somewhat absolutely completely slightly thoroughly",
+                "was is were are felt seemed by has have me it a an complete total real and but"]
+    phrases += list(texts)
+    for ph in phrases:
+        words.update(re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", ph)))
+    return sorted(words)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, words: list[str] = ()) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-2 style: no prefix space, untrimmed offsets) with eos/bos and pad.
+
+    ``words`` are added to the training text once as " word" and once as "word", so that with
+    a large enough vocabulary BPE merges each of them into a single token both after a space
+    and at the start of a text (merging stops early, below ``vocab_size``, once every
+    pre-token of the training text is a single token).
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -99,7 +131,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
         vocab_size=vocab_size, special_tokens=[EOS, PAD],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok.train_from_iterator(list(texts) + [" " + w for w in words] + list(words), trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=PAD,
         model_max_length=256, clean_up_tokenization_spaces=False,
@@ -237,8 +269,10 @@ def train_reward_model(
     tok: PreTrainedTokenizerFast, train: list[str], args: Args
 ) -> GPT2ForSequenceClassification:
     eos, pad = tok.eos_token_id, tok.pad_token_id
+    # 2 layers by default: with 3, layers 1-2 already gathered the sentiment into "." / "was"
+    # and the last layer's attention (what ABC reads) pointed there instead of at the words.
     cfg = GPT2Config(
-        vocab_size=len(tok), n_positions=256, n_embd=128, n_layer=3, n_head=4,
+        vocab_size=len(tok), n_positions=256, n_embd=128, n_layer=args.rm_layers, n_head=args.rm_heads,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         bos_token_id=eos, eos_token_id=eos, pad_token_id=pad,
         num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID,
@@ -287,7 +321,7 @@ def minilm_head_logits(model, cls: torch.Tensor) -> torch.Tensor:
     return model.classifier(model.dropout(model.bert.pooler.activation(model.bert.pooler.dense(cls))))
 
 
-def train_minilm_head(train_frags, test_frags, args: Args) -> tuple[float, int]:
+def train_minilm_head(train_frags, test_frags, args: Args, out_path: Path = MINILM_HEAD_PATH) -> tuple[float, int]:
     """Train bert.pooler + classifier on frozen features; save only those parameters."""
     from transformers import AutoTokenizer, BertForSequenceClassification
 
@@ -324,13 +358,13 @@ def train_minilm_head(train_frags, test_frags, args: Args) -> tuple[float, int]:
     with torch.no_grad():
         logits = minilm_head_logits(model, x_te)
     acc = polar_accuracy((logits[:, 1] - logits[:, 0]).tolist(), [f[2] for f in test_frags])
-    if MINILM_HEAD_PATH.exists():
-        shutil.rmtree(MINILM_HEAD_PATH)
-    MINILM_HEAD_PATH.mkdir(parents=True)
+    if out_path.exists():
+        shutil.rmtree(out_path)
+    out_path.mkdir(parents=True)
     state = {n: p.detach().contiguous() for n, p in model.named_parameters()
              if n.startswith(("bert.pooler.", "classifier."))}
-    save_file(state, str(MINILM_HEAD_PATH / HEAD_WEIGHTS))
-    with (MINILM_HEAD_PATH / HEAD_CONFIG).open("w", encoding="utf-8") as f:
+    save_file(state, str(out_path / HEAD_WEIGHTS))
+    with (out_path / HEAD_CONFIG).open("w", encoding="utf-8") as f:
         json.dump({"num_labels": 2, "id2label": {str(k): v for k, v in ID2LABEL.items()},
                    "label2id": LABEL2ID, "backbone": "sentence-transformers/all-MiniLM-L6-v2 (frozen)",
                    "score": "logit[POSITIVE] - logit[NEGATIVE]"}, f, indent=2)
@@ -380,6 +414,43 @@ def sample_completions(
     return out
 
 
+@torch.no_grad()
+def credit_fidelity(
+    rm: GPT2ForSequenceClassification, tok: PreTrainedTokenizerFast, texts: list[str], n: int = 500, seed: int = 7
+) -> dict[str, float]:
+    """How well the RM's last-layer attention (what ABC reads) matches the gold per-token credit.
+
+    Over the first ``n`` held-out fragments (``make_fragments`` cuts) with some gold mass:
+    the attention row of the last token in the last layer, averaged over heads, over all
+    the fragment's tokens, against ``gold_char_credit`` shared out over tokens by
+    character overlap. Returns the mean Spearman correlation, the mean attention mass on
+    tokens with gold weight > 0 and the mean share of such tokens (what uniform credit
+    would put there).
+    """
+    from scipy.stats import spearmanr
+
+    rm.set_attn_implementation("eager")
+    frags = make_fragments(tok, texts, random.Random(seed))
+    rhos, mass, share = [], [], []
+    for ids, _, _ in frags:
+        text, spans = token_char_spans(tok, ids)
+        gold = char_weights_to_tokens(gold_char_credit(text), spans).numpy()
+        if gold.sum() <= 0:
+            continue
+        out = rm(input_ids=torch.tensor([ids]), output_attentions=True)
+        att = out.attentions[-1].mean(1)[0, -1].double().numpy()
+        rho = spearmanr(att, gold).statistic
+        if not np.isfinite(rho):
+            continue
+        rhos.append(rho)
+        mass.append(att[gold > 0].sum() / att.sum())
+        share.append(float(np.mean(gold > 0)))
+        if len(rhos) >= n:
+            break
+    return {"spearman": float(np.mean(rhos)), "gold_mass": float(np.mean(mass)),
+            "uniform_mass": float(np.mean(share)), "n": len(rhos)}
+
+
 def dir_size_mb(path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
@@ -389,62 +460,108 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-train", type=int, default=30000, help="training reviews")
     ap.add_argument("--n-heldout", type=int, default=3000, help="held-out reviews (perplexity, RM accuracy)")
     ap.add_argument("--n-prompts", type=int, default=512)
-    ap.add_argument("--vocab-size", type=int, default=1024)
+    ap.add_argument("--vocab-size", type=int, default=2048,
+                    help="BPE vocabulary cap (merging stops earlier once every generator word is one token)")
     ap.add_argument("--policy-steps", type=int, default=3000)
     ap.add_argument("--rm-steps", type=int, default=4000)
+    ap.add_argument("--rm-layers", type=int, default=2)
+    ap.add_argument("--rm-heads", type=int, default=4)
     ap.add_argument("--head-steps", type=int, default=2000)
     ap.add_argument("--minilm-fragments", type=int, default=5000, help="train fragments for the MiniLM head")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (lower it if cores are shared)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write models/ and data/prompts.json under this folder instead of the package")
     ap.add_argument("--skip-minilm", action="store_true", help="keep the shipped MiniLM head")
     ap.add_argument("--reuse-policy", action="store_true",
-                    help="load the shipped tokenizer and policy instead of retraining them")
+                    help="load the tokenizer and policy from the output folder instead of retraining them")
+    ap.add_argument("--skip-policy", action="store_true",
+                    help="train only the tokenizer (not saved) and what follows the policy; no prompts/eval")
+    ap.add_argument("--reuse-rm", action="store_true", help="load the GPT-2 RM from the output folder")
+    ap.add_argument("--skip-rm", action="store_true", help="no GPT-2 RM stage (and no prompts/eval)")
+    ap.add_argument("--fidelity", type=Path, nargs="+", default=None, metavar="RM_DIR",
+                    help="only measure the credit fidelity of these GPT-2 RM folders (each with its tokenizer)")
+    ap.add_argument("--fidelity-n", type=int, default=500)
     ns = ap.parse_args(argv)
     args = Args(**{k: v for k, v in vars(ns).items() if k in Args.__dataclass_fields__})
     torch.set_num_threads(ns.threads)
     seed_all(args.seed)
     t_start = time.perf_counter()
+    if ns.out is None:
+        policy_path, rm_path, head_path, prompts_path = POLICY_PATH, REWARD_MODEL_PATH, MINILM_HEAD_PATH, PROMPTS_PATH
+    else:
+        policy_path, rm_path, head_path = (ns.out / "models" / n for n in ("policy", "reward_gpt2", "reward_minilm_head"))
+        prompts_path = ns.out / "data" / "prompts.json"
+
+    if ns.fidelity:
+        heldout = [t for t, _ in generate_labelled(args.n_heldout, HELDOUT_SEED)]
+        print("| RM | layers | heads | vocab | held-out acc | Spearman(attn, gold) | attn mass on gold tokens | uniform |")
+        for path in ns.fidelity:
+            tok = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+            rm = GPT2ForSequenceClassification.from_pretrained(path, local_files_only=True).eval()
+            frags = make_fragments(tok, heldout, random.Random(args.seed + 7))
+            acc = polar_accuracy(rm_scores(rm, [f[0] for f in frags], tok.pad_token_id), [f[2] for f in frags])
+            fid = credit_fidelity(rm, tok, heldout, ns.fidelity_n, args.seed + 7)
+            print(f"| {path} | {rm.config.n_layer} | {rm.config.n_head} | {len(tok)} | {acc[0]:.4f} (n={acc[1]}) "
+                  f"| {fid['spearman']:.3f} | {fid['gold_mass']:.3f} | {fid['uniform_mass']:.3f} |  (n={fid['n']})",
+                  flush=True)
+        return
 
     with Timer("corpus"):
         train = [t for t, _ in generate_labelled(args.n_train, TRAIN_SEED)]
         heldout = [t for t, _ in generate_labelled(args.n_heldout, HELDOUT_SEED)]
         prompt_src = [t for t, _ in generate_labelled(args.n_prompts, PROMPT_SEED)]
 
+    policy, ppl = None, None
     if ns.reuse_policy:
         with Timer("load_policy"):
-            tok = PreTrainedTokenizerFast.from_pretrained(POLICY_PATH, local_files_only=True)
-            policy = GPT2LMHeadModel.from_pretrained(POLICY_PATH, local_files_only=True).eval()
+            tok = PreTrainedTokenizerFast.from_pretrained(policy_path, local_files_only=True)
+            policy = GPT2LMHeadModel.from_pretrained(policy_path, local_files_only=True).eval()
             ppl = perplexity(policy, tok, heldout)
             print(f"   policy held-out perplexity {ppl:.3f}")
     else:
         with Timer("tokenizer"):
-            tok = train_tokenizer(train, args.vocab_size)
+            words = generator_words(train)
+            tok = train_tokenizer(train, args.vocab_size, words)
             lens = [len(tok(t)["input_ids"]) for t in heldout]
+            split = [w for w in words if len(tok(" " + w)["input_ids"]) != 1 or len(tok(w)["input_ids"]) != 1]
             print(f"   vocab {len(tok)}  eos/bos id {tok.eos_token_id}  pad id {tok.pad_token_id}  "
                   f"review tokens mean {np.mean(lens):.1f} max {max(lens)}  share >= 40: {np.mean(np.array(lens) >= 40):.2f}")
-
-        with Timer("policy"):
-            seed_all(args.seed)
-            policy = train_policy(tok, train, args)
-            ppl = perplexity(policy, tok, heldout)
-            print(f"   policy held-out perplexity {ppl:.3f}")
-            if POLICY_PATH.exists():
-                shutil.rmtree(POLICY_PATH)
-            policy.save_pretrained(POLICY_PATH)
-            tok.save_pretrained(POLICY_PATH)
+            print(f"   {len(words)} generator words, {len(split)} not a single token: {split[:10]}")
+        if not ns.skip_policy:
+            with Timer("policy"):
+                seed_all(args.seed)
+                policy = train_policy(tok, train, args)
+                ppl = perplexity(policy, tok, heldout)
+                print(f"   policy held-out perplexity {ppl:.3f}")
+                if policy_path.exists():
+                    shutil.rmtree(policy_path)
+                policy.save_pretrained(policy_path)
+                tok.save_pretrained(policy_path)
 
     test_frags = make_fragments(tok, heldout, random.Random(args.seed + 7))
-    with Timer("reward_gpt2"):
-        seed_all(args.seed)
-        rm = train_reward_model(tok, train, args)
-        rm_acc = polar_accuracy(rm_scores(rm, [f[0] for f in test_frags], tok.pad_token_id),
-                                [f[2] for f in test_frags])
-        print(f"   GPT-2 RM held-out accuracy {rm_acc[0]:.4f} on {rm_acc[1]} pos/neg fragments")
-        if REWARD_MODEL_PATH.exists():
-            shutil.rmtree(REWARD_MODEL_PATH)
-        rm.save_pretrained(REWARD_MODEL_PATH)
-        tok.save_pretrained(REWARD_MODEL_PATH)
+    rm, rm_acc, fid = None, None, None
+    if ns.reuse_rm:
+        rm = GPT2ForSequenceClassification.from_pretrained(rm_path, local_files_only=True).eval()
+    elif not ns.skip_rm:
+        with Timer("reward_gpt2"):
+            seed_all(args.seed)
+            rm = train_reward_model(tok, train, args)
+            if rm_path.exists():
+                shutil.rmtree(rm_path)
+            rm.save_pretrained(rm_path)
+            tok.save_pretrained(rm_path)
+    if rm is not None:
+        with Timer("reward_gpt2_eval"):
+            rm_acc = polar_accuracy(rm_scores(rm, [f[0] for f in test_frags], tok.pad_token_id),
+                                    [f[2] for f in test_frags])
+            print(f"   GPT-2 RM held-out accuracy {rm_acc[0]:.4f} on {rm_acc[1]} pos/neg fragments")
+            fid = credit_fidelity(rm, tok, heldout, ns.fidelity_n, args.seed + 7)
+            print(f"   credit fidelity on {fid['n']} held-out fragments: Spearman(last-layer attn, gold) "
+                  f"{fid['spearman']:.3f}; attention mass on gold tokens {fid['gold_mass']:.3f} "
+                  f"(uniform {fid['uniform_mass']:.3f})")
+            rm.set_attn_implementation("sdpa")
 
     minilm_acc = None
     if not ns.skip_minilm:
@@ -452,37 +569,41 @@ def main(argv: list[str] | None = None) -> None:
             seed_all(args.seed)
             head_train = make_fragments(
                 tok, random.Random(args.seed + 3).sample(train, args.minilm_fragments), random.Random(args.seed + 4))
-            minilm_acc = train_minilm_head(head_train, test_frags[:2000], args)
+            minilm_acc = train_minilm_head(head_train, test_frags[:2000], args, head_path)
             print(f"   MiniLM head held-out accuracy {minilm_acc[0]:.4f} on {minilm_acc[1]} pos/neg fragments")
 
-    with Timer("prompts"):
-        prompts = make_prompts(tok, prompt_src, random.Random(args.seed + 5))
-        PROMPTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-        with PROMPTS_PATH.open("w", encoding="utf-8") as f:
-            json.dump({"source": f"generate_reviews(n={args.n_prompts}, seed={PROMPT_SEED}), first 2-7 "
-                       "policy tokens, decoded and right-stripped", "prompts": prompts}, f, indent=1)
+    if policy is not None and rm is not None:
+        with Timer("prompts"):
+            prompts = make_prompts(tok, prompt_src, random.Random(args.seed + 5))
+            prompts_path.parent.mkdir(parents=True, exist_ok=True)
+            with prompts_path.open("w", encoding="utf-8") as f:
+                json.dump({"source": f"generate_reviews(n={args.n_prompts}, seed={PROMPT_SEED}), first 2-7 "
+                           "policy tokens, decoded and right-stripped", "prompts": prompts}, f, indent=1)
 
-    with Timer("eval_completions"):
-        pairs = sample_completions(policy, tok, prompts, args.seed)
-        texts = [tok.decode(p + c, skip_special_tokens=True) for p, c in pairs]
-        labels = [vader_label(t) for t in texts]
-        scores = rm_scores(rm, [p + c for p, c in pairs], tok.pad_token_id)
-        mix = {name: float(np.mean([lab == k for lab in labels])) for name, k in
-               (("pos", 1), ("neg", 0), ("neutral", -1))}
-        print(f"   untrained policy, 8-15 new tokens on {len(prompts)} prompts: VADER mix "
-              f"pos {mix['pos']:.3f} neg {mix['neg']:.3f} neutral {mix['neutral']:.3f}; "
-              f"GPT-2 RM mean score {np.mean(scores):.3f} (sd {np.std(scores):.3f}); "
-              f"RM>0 share {np.mean(np.array(scores) > 0):.3f}")
-        for t in texts[:5]:
-            print(f"     e.g. {t!r}")
+        with Timer("eval_completions"):
+            pairs = sample_completions(policy, tok, prompts, args.seed)
+            texts = [tok.decode(p + c, skip_special_tokens=True) for p, c in pairs]
+            labels = [vader_label(t) for t in texts]
+            scores = rm_scores(rm, [p + c for p, c in pairs], tok.pad_token_id)
+            mix = {name: float(np.mean([lab == k for lab in labels])) for name, k in
+                   (("pos", 1), ("neg", 0), ("neutral", -1))}
+            print(f"   untrained policy, 8-15 new tokens on {len(prompts)} prompts: VADER mix "
+                  f"pos {mix['pos']:.3f} neg {mix['neg']:.3f} neutral {mix['neutral']:.3f}; "
+                  f"GPT-2 RM mean score {np.mean(scores):.3f} (sd {np.std(scores):.3f}); "
+                  f"RM>0 share {np.mean(np.array(scores) > 0):.3f}")
+            for t in texts[:5]:
+                print(f"     e.g. {t!r}")
 
     total = time.perf_counter() - t_start
     print("== summary")
-    print(f"   policy perplexity {ppl:.3f}; GPT-2 RM accuracy {rm_acc[0]:.4f} (n={rm_acc[1]})"
+    print((f"   policy perplexity {ppl:.3f}" if ppl is not None else "   policy not trained")
+          + (f"; GPT-2 RM accuracy {rm_acc[0]:.4f} (n={rm_acc[1]})" if rm_acc else "")
+          + (f"; RM credit Spearman {fid['spearman']:.3f}, gold mass {fid['gold_mass']:.3f} "
+             f"(uniform {fid['uniform_mass']:.3f})" if fid else "")
           + (f"; MiniLM head accuracy {minilm_acc[0]:.4f} (n={minilm_acc[1]})" if minilm_acc else ""))
-    for name, path in (("policy", POLICY_PATH), ("reward_gpt2", REWARD_MODEL_PATH),
-                       ("reward_minilm_head", MINILM_HEAD_PATH)):
-        print(f"   {name}: {dir_size_mb(path):.2f} MB on disk")
+    for name, path in (("policy", policy_path), ("reward_gpt2", rm_path), ("reward_minilm_head", head_path)):
+        if path.exists():
+            print(f"   {name}: {dir_size_mb(path):.2f} MB on disk")
     print("   stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in Timer.times.items())
           + f"; total {total:.0f} s")
 
