@@ -12,6 +12,7 @@ from abc_gym.tasks.sentiment import REWARD_MODEL_PATH
 from tests.conftest import tiny_bert, tiny_gpt2_config
 
 
+@torch.no_grad()
 def _eager_last_layer(model, ids, mask):
     model.set_attn_implementation("eager")
     out = model(input_ids=ids, attention_mask=mask, output_attentions=True)
@@ -74,7 +75,7 @@ def test_abc_credit_matches_hand_computation_decoder(policy_tokenizer, tiny_gpt2
     ids = torch.tensor([prompt + completion])
     mask = torch.ones_like(ids)
     logits, full = _eager_last_layer(tiny_gpt2_rm, ids, mask)
-    r_hand = float((logits[0, 1] - logits[0, 0]).detach())
+    r_hand = float(logits[0, 1] - logits[0, 0])
     row = full[0, -1]  # last layer, head mean, from the scored (last) token
     a = row[len(prompt) :] / row[len(prompt) :].sum()  # completion keys only, renormalised
     beta = 0.8
