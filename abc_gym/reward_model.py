@@ -12,7 +12,8 @@ Attention rule (last layer, averaged over heads, from the row the score is read 
         head reads, i.e. the last token that is not the model's pad id (transformers' rule);
     ``pooling="cls"`` (BERT-style [CLS] pooling): the [CLS] row;
     ``pooling="mean"`` (mean-pooling heads): the mean of the non-pad rows.
-    ``pooling="auto"`` picks ``last`` for decoders and ``cls`` for encoders.
+    ``pooling="auto"`` picks ``last`` for decoders and ``cls`` for encoders (decoder:
+        ``config.is_decoder``, or a model type transformers knows only as a causal LM).
 
 Tokenizers: if the reward model shares the policy's vocabulary it reads the policy's ids
 directly; otherwise it reads the decoded text and its attention is carried back to
@@ -247,7 +248,10 @@ class RewardModel:
             )
             for ids, mask in zip(input_ids.cpu(), attention_mask.cpu())
         ]
-        enc = self.tokenizer(texts, return_offsets_mapping=True, padding=True, return_tensors="pt")
+        # right padding: [CLS] stays at row 0 and the last-token rule reads the last real token
+        enc = self.tokenizer(
+            texts, return_offsets_mapping=True, padding=True, padding_side="right", return_tensors="pt"
+        )
         offsets = [[tuple(o) for o in row] for row in enc["offset_mapping"].tolist()]
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device), offsets
 
@@ -271,8 +275,22 @@ class RewardModel:
 
 
 def _is_decoder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Decoder-style classifiers (GPT-2, Llama, ...) have no [CLS] token: their heads read the last token."""
-    return bool(getattr(model.config, "is_decoder", False)) or tokenizer.cls_token_id is None
+    """Decoder-style classifiers (GPT-2, Llama, ...) read the last token; encoders read [CLS].
+
+    Rule: ``config.is_decoder``, or a model type transformers knows only as a causal LM
+    (not also as a masked LM, like BERT); for unknown types, a tokenizer without [CLS].
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(model.config, "is_decoder", False):
+        return True
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return tokenizer.cls_token_id is None
 
 
 def _label_indices(model: PreTrainedModel, positive_label: int | str | None) -> tuple[int, int]:

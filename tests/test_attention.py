@@ -154,3 +154,11 @@ def test_label_selection(policy_tokenizer, tiny_gpt2_rm):
         RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, positive_label="GOOD")
     rm = RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, positive_label=0)
     assert (rm.pos_index, rm.neg_index) == (0, 1)
+
+
+def test_pooling_auto_rule(policy_tokenizer, tiny_gpt2_rm):
+    """GPT-2 (causal-only type) reads the last token even with a tokenizer that has a [CLS];
+    BERT (also a masked LM) reads [CLS] even with a tokenizer without one."""
+    assert RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer).pooling == "last"
+    bert = tiny_bert(len(policy_tokenizer), policy_tokenizer.pad_token_id)
+    assert RewardModel(bert, policy_tokenizer, policy_tokenizer).pooling == "cls"
