@@ -87,9 +87,14 @@ def sentiment_sum_to_compound(total: float, text: str) -> float:
 def gold_char_credit(text: str) -> list[tuple[int, int, float]]:
     """For each whitespace word of ``text``: ``(start_char, end_char, |VADER contribution|)``.
 
-    ``text[start:end]`` is the whole whitespace-delimited word (punctuation included).
+    ``text[start:end]`` is the word without the leading/trailing punctuation VADER strips
+    (``"delightful."`` -> ``"delightful"``), so a sentence's full stop gets no gold credit;
+    a word made only of punctuation keeps its whole span.
     """
-    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    spans = []
+    for m in re.finditer(r"\S+", text):
+        core = re.search(r"\w(?:.*\w)?", m.group())  # first to last word character
+        spans.append((m.start() + core.start(), m.start() + core.end()) if core else (m.start(), m.end()))
     sentiments = word_sentiments(text)
     if len(spans) != len(sentiments):  # cannot happen without emoji; guard the alignment
         raise ValueError("VADER word split does not match the whitespace split")
