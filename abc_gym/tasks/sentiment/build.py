@@ -463,8 +463,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vocab-size", type=int, default=2048,
                     help="BPE vocabulary cap (merging stops earlier once every generator word is one token)")
     ap.add_argument("--policy-steps", type=int, default=3000)
-    ap.add_argument("--rm-steps", type=int, default=4000)
-    ap.add_argument("--rm-layers", type=int, default=2)
+    ap.add_argument("--rm-steps", type=int, default=8000)
+    ap.add_argument("--rm-layers", type=int, default=1)
     ap.add_argument("--rm-heads", type=int, default=4)
     ap.add_argument("--head-steps", type=int, default=2000)
     ap.add_argument("--minilm-fragments", type=int, default=5000, help="train fragments for the MiniLM head")
