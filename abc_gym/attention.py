@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from abc_gym.compat.transformers import register_attention, repeat_kv, sdpa_attention_forward
 
 ROW_ATTENTION = "abc_row_sdpa"
 
@@ -127,8 +126,7 @@ def row_sdpa_attention_forward(
     )
 
 
-AttentionInterface.register(ROW_ATTENTION, row_sdpa_attention_forward)
-ALL_MASK_ATTENTION_FUNCTIONS.register(ROW_ATTENTION, sdpa_mask)
+register_attention(ROW_ATTENTION, row_sdpa_attention_forward)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from abc_gym.alignment import map_to_policy_tokens, token_char_spans
 from abc_gym.attention import ROW_ATTENTION, RowRequest, capture_rows
+from abc_gym.compat.transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    supports_attention_backend,
+)
 from abc_gym.hub import load_pretrained
 
 Pooling = Literal["auto", "last", "cls", "mean"]
@@ -114,7 +119,7 @@ class RewardModel:
         pooling: Pooling = "auto",
         attention_source: AttentionSource = "row",
         **load_kwargs,
-    ) -> "RewardModel":
+    ) -> RewardModel:
         """Load by local path or hub id; offline with a missing id raises a clear ``OSError``."""
         attn = "eager" if attention_source == "eager" else "sdpa"
         model = load_pretrained(AutoModelForSequenceClassification, name_or_path, attn_implementation=attn, **load_kwargs)
@@ -133,7 +138,7 @@ class RewardModel:
         if self.attention_source == "eager":
             self.model.set_attn_implementation("eager")
             return
-        if not getattr(self.model, "_supports_attention_backend", False):
+        if not supports_attention_backend(self.model):
             raise ValueError(
                 f"{type(self.model).__name__} does not use transformers' AttentionInterface, so its attention row "
                 "cannot be read alongside SDPA; pass attention_source='eager'"
@@ -280,11 +285,6 @@ def _is_decoder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> b
     Rule: ``config.is_decoder``, or a model type transformers knows only as a causal LM
     (not also as a masked LM, like BERT); for unknown types, a tokenizer without [CLS].
     """
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
     if getattr(model.config, "is_decoder", False):
         return True
     model_type = getattr(model.config, "model_type", None)

@@ -50,7 +50,7 @@ class TokenGenerationSB3VecEnv(VecEnv):
         self._actions: torch.Tensor | None = None
 
     @classmethod
-    def from_env_id(cls, env_id: str, num_envs: int = 1, **overrides: Any) -> "TokenGenerationSB3VecEnv":
+    def from_env_id(cls, env_id: str, num_envs: int = 1, **overrides: Any) -> TokenGenerationSB3VecEnv:
         """Build from a registered id (``"abc_gym/Sentiment-v0"``) with its registered kwargs."""
         import gymnasium as gym
 

@@ -33,7 +33,10 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, DynamicCache, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+
+from abc_gym.compat.transformers import cache_from_layers, cache_layers, forward_with_cache
+from agents.compat import apply_action_masks
 
 FLOAT_EXACT_IDS = 2**24  # float32 represents every integer below this exactly
 
@@ -132,19 +135,14 @@ class RowKVCache:
 
         inc_rows = torch.nonzero(inc).flatten()
         if len(inc_rows):
-            cache = DynamicCache(ddp_cache_data=[(k[inc_rows], v[inc_rows]) for k, v in zip(self.keys, self.values)])
+            cache = cache_from_layers([(k[inc_rows], v[inc_rows]) for k, v in zip(self.keys, self.values)])
             step_mask = torch.cat([self.mask[inc_rows], torch.ones(len(inc_rows), 1, dtype=torch.long, device=ids.device)], 1)
             last = (n[inc_rows] - 1).unsqueeze(1)
-            out = self.trunk(
-                input_ids=ids[inc_rows].gather(1, last),
-                attention_mask=step_mask,
-                position_ids=last,
-                cache=cache,
-                use_cache=True,
+            out, cache = forward_with_cache(
+                self.trunk, cache, input_ids=ids[inc_rows].gather(1, last), attention_mask=step_mask, position_ids=last
             )
             hidden[inc_rows] = out.last_hidden_state[:, -1]
-            layers = out.cache.layers
-            pieces.append((inc_rows, [l.keys for l in layers], [l.values for l in layers], step_mask))
+            pieces.append((inc_rows, *cache_layers(cache), step_mask))
 
         new_rows = torch.nonzero(~inc).flatten()
         if len(new_rows):
@@ -155,16 +153,11 @@ class RowKVCache:
             src = (j - offset).clamp(min=0)
             left_mask = (j >= offset).long()
             left_ids = ids[new_rows].gather(1, src) * left_mask
-            out = self.trunk(
-                input_ids=left_ids,
-                attention_mask=left_mask,
-                position_ids=src,
-                cache=DynamicCache(),
-                use_cache=True,
+            out, cache = forward_with_cache(
+                self.trunk, cache_from_layers([]), input_ids=left_ids, attention_mask=left_mask, position_ids=src
             )
             hidden[new_rows] = out.last_hidden_state[:, -1]
-            layers = out.cache.layers
-            pieces.append((new_rows, [l.keys for l in layers], [l.values for l in layers], left_mask))
+            pieces.append((new_rows, *cache_layers(cache), left_mask))
 
         # Merge the pieces right-aligned on a common length (every row's real tokens fit in L).
         s_new = min(max(p[3].shape[1] for p in pieces), self.max_len)
@@ -297,7 +290,7 @@ class _TransformerPolicyMixin:
     def _distribution(self, logits: torch.Tensor, action_masks: Any = None):
         dist = self.action_dist.proba_distribution(action_logits=logits)
         if action_masks is not None:
-            dist.apply_masking(action_masks)
+            apply_action_masks(dist, action_masks)
         return dist
 
     # ------------------------------------------------------------------ SB3 API

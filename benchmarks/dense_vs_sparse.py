@@ -728,6 +728,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     what = ap.add_argument_group("what to run")
     what.add_argument("--quick", action="store_true",
                       help="3 seeds, sparse/abc/uniform, --quick-updates updates: the README's < 10 min check")
+    what.add_argument("--smoke", action="store_true",
+                      help="1 seed x 2 updates (with --quick: its modes): proves imports, tables and plots in "
+                           "about a minute; numbers mean nothing (CI runs the README's main job this way)")
     what.add_argument("--sweep", choices=("length", "beta", "algos"), help="run a sweep instead of the main comparison")
     what.add_argument("--fidelity", action="store_true", help="no training: ABC credit vs gold credit on the shipped policy")
     what.add_argument("--from-results", metavar="PATH", help="redraw tables and plots from a results.json/.csv; no training")
@@ -774,6 +777,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.seeds = 3 if args.seeds is None else args.seeds
         args.modes = args.modes or ["sparse", "abc", "uniform"]
         args.n_updates = args.n_updates or args.quick_updates
+    if args.smoke:
+        args.seeds, args.n_updates = 1, 2
+        args.report_update = min(args.report_update, args.n_updates)
     args.seeds = 5 if args.seeds is None else args.seeds
     args.modes = args.modes or (["sparse", "abc"] if args.sweep == "algos" else list(MODES))
     args.n_updates = args.n_updates or PAPER_UPDATES
@@ -784,7 +790,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         elif args.fidelity:
             args.out = "results/credit_fidelity"
         else:
-            args.out = "results/dense_vs_sparse" + (f"_{args.sweep}" if args.sweep else "")
+            args.out = "results/dense_vs_sparse" + (f"_{args.sweep}" if args.sweep else "") + ("_smoke" if args.smoke else "")
     return args
 
 

@@ -1,0 +1,90 @@
+"""transformers internals used by abc_gym and agents.
+
+Checked against transformers 5.0.0 (the declared floor), 5.17.0 and 5.24.0.
+
+- Cache keyword and output field: transformers 5.0-5.17 call the decoder cache
+  ``past_key_values`` (forward keyword and ``BaseModelOutputWithPast`` field); later 5.x
+  releases renamed both to ``cache``. :func:`forward_with_cache` picks the name the
+  model's own ``forward`` declares, so one call works on every 5.x.
+- ``DynamicCache(ddp_cache_data=...)`` and ``cache.layers[i].keys / .values``: the same
+  in every 5.x checked.
+- The attention plumbing behind :mod:`abc_gym.attention`: ``AttentionInterface``,
+  ``integrations.sdpa_attention.{sdpa_attention_forward, repeat_kv}``,
+  ``masking_utils.{ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask}`` and the private class flag
+  ``PreTrainedModel._supports_attention_backend``.
+- The model-type name mappings that tell decoders from encoders.
+"""
+
+from __future__ import annotations
+
+import inspect
+from functools import cache
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AttentionInterface, DynamicCache
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+__all__ = [
+    "ALL_MASK_ATTENTION_FUNCTIONS",
+    "AttentionInterface",
+    "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+    "cache_from_layers",
+    "cache_layers",
+    "forward_with_cache",
+    "register_attention",
+    "repeat_kv",
+    "sdpa_attention_forward",
+    "supports_attention_backend",
+]
+
+
+@cache
+def _cache_keyword(forward_owner: type) -> str:
+    """``"cache"`` (newer 5.x) or ``"past_key_values"`` (5.0-5.17), read off ``forward``'s signature."""
+    params = inspect.signature(forward_owner.forward).parameters
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    raise TypeError(
+        f"{forward_owner.__name__}.forward takes neither 'cache' nor 'past_key_values': it cannot be stepped "
+        "with a KV cache (pass use_cache=False to the policy)"
+    )
+
+
+def forward_with_cache(model: nn.Module, cache: DynamicCache, **kwargs: Any) -> tuple[Any, DynamicCache]:
+    """Run ``model(**kwargs, use_cache=True)`` with ``cache``; returns ``(output, updated cache)``."""
+    out = model(**kwargs, **{_cache_keyword(type(model)): cache}, use_cache=True)
+    new_cache = getattr(out, "cache", None)
+    if new_cache is None:
+        new_cache = out.past_key_values
+    return out, new_cache
+
+
+def cache_from_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    """A ``DynamicCache`` holding per-layer ``(keys, values)``, each ``(B, H, S, D)`` (empty: a new cache)."""
+    return DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
+
+
+def cache_layers(cache: DynamicCache) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-layer keys and values of ``cache``, each ``(B, H, S, D)``."""
+    return [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
+
+
+def supports_attention_backend(model: nn.Module) -> bool:
+    """Whether ``model`` routes attention through ``AttentionInterface`` (private class flag)."""
+    return bool(getattr(model, "_supports_attention_backend", False))
+
+
+def register_attention(name: str, fn: Any) -> None:
+    """Register an SDPA-compatible attention function (and SDPA's mask builder) under ``name``."""
+    AttentionInterface.register(name, fn)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
