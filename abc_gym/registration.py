@@ -58,3 +58,28 @@ def register_envs() -> None:
     for env_id, kwargs in ENV_IDS.items():
         if env_id not in registry:
             register(id=env_id, entry_point=ENTRY, vector_entry_point=VECTOR_ENTRY, kwargs=kwargs)
+
+
+def register_length_variant(base_id: str, min_new_tokens: int, max_new_tokens: int) -> str:
+    """Register ``base_id`` with another completion length range; return the new id.
+
+    ``abc_gym/Sentiment-v0`` with 90-109 new tokens becomes ``abc_gym/Sentiment-90-109-v0``:
+    the base's entry points and kwargs, only ``min_new_tokens`` / ``max_new_tokens`` changed.
+    Registering the same variant again is a no-op. Ids live in the registering process
+    only, so a worker process must call this again (nothing is written to disk).
+    The range must fit the models' positions together with the prompt; the env does not
+    check this here, as the base's models are only loaded by ``gym.make``.
+    """
+    import gymnasium as gym
+    from gymnasium.envs.registration import get_env_id, parse_env_id
+
+    if not 1 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"need 1 <= min_new_tokens <= max_new_tokens, got {min_new_tokens}-{max_new_tokens}")
+    register_envs()  # the base may be one of ours, not yet registered in this process
+    spec = gym.spec(base_id)
+    ns, name, version = parse_env_id(spec.id)
+    env_id = get_env_id(ns, f"{name}-{min_new_tokens}-{max_new_tokens}", version)
+    if env_id not in registry:
+        kwargs = {**spec.kwargs, "min_new_tokens": min_new_tokens, "max_new_tokens": max_new_tokens}
+        register(id=env_id, entry_point=spec.entry_point, vector_entry_point=spec.vector_entry_point, kwargs=kwargs)
+    return env_id

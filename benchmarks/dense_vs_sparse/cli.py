@@ -1,0 +1,254 @@
+"""Command line: ``python -m benchmarks.dense_vs_sparse`` (see the package docstring or ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmarks.dense_vs_sparse.defaults import (
+    ALGOS,
+    BENCH_OVERRIDES,
+    BETA_GRID,
+    DEFAULT_LENGTHS,
+    MODES,
+    SWEEP_ALGOS,
+    check_overrides,
+    train_config_class,
+    train_defaults,
+)
+from benchmarks.dense_vs_sparse.plan import RunSpec, build_specs, parse_length
+from benchmarks.dense_vs_sparse.pool import Interrupted, run_specs, stop_on_signals
+from benchmarks.dense_vs_sparse.provenance import run_meta
+from benchmarks.dense_vs_sparse.results import ResumeError, check_resume, load_results, row_spec, save_results
+from benchmarks.dense_vs_sparse.tables import report
+from benchmarks.dense_vs_sparse.training import config_hash, parse_set, run_config
+
+PROG = "python -m benchmarks.dense_vs_sparse"
+
+
+def _default_text(field: str, defaults: dict[str, Any]) -> str:
+    return f"TrainConfig's, now {defaults[field]!r}" if field in defaults else "TrainConfig's"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; defaults that are TrainConfig's are shown as such (read from agents.train)."""
+    import benchmarks.dense_vs_sparse as pkg
+
+    defaults = train_defaults()
+    departures = "\n".join(f"  {k} = {v!r}: {why} (TrainConfig's default: {defaults.get(k, '?')!r})"
+                           for k, (v, why) in BENCH_OVERRIDES.items())
+    ap = argparse.ArgumentParser(
+        prog=PROG, description=pkg.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Hyperparameters are agents.train.TrainConfig's defaults, except where the benchmark deliberately "
+               "departs from them\n(benchmarks/dense_vs_sparse/defaults.py, BENCH_OVERRIDES):\n" + departures,
+    )
+    what = ap.add_argument_group("what to run")
+    what.add_argument("--quick", action="store_true",
+                      help="3 seeds, sparse/abc/uniform, --quick-updates updates: the README's < 10 min check")
+    what.add_argument("--smoke", action="store_true",
+                      help="1 seed x 2 updates (with --quick: its modes): proves imports, tables and plots in "
+                           "about a minute; numbers mean nothing (CI runs the README's main job this way)")
+    what.add_argument("--sweep", choices=("length", "beta", "algos"), help="run a sweep instead of the main comparison")
+    what.add_argument("--fidelity", action="store_true", help="no training: ABC credit vs gold credit on the shipped policy")
+    what.add_argument("--from-results", metavar="PATH", help="redraw tables and plots from a results.json/.csv; no training")
+    what.add_argument("--resume", action="store_true",
+                      help="skip runs already in --out/results.json; refused if they were made with other settings")
+
+    task = ap.add_argument_group("task and conditions")
+    task.add_argument("--env-id", default="abc_gym/Sentiment-v0")
+    task.add_argument("--modes", nargs="+", choices=MODES, default=None, help="credit modes (default: all four; --quick: sparse abc uniform)")
+    task.add_argument("--beta", type=float, default=None, help=f"ABC mixing weight (default {_default_text('beta', defaults)}; paper: 0.8)")
+    task.add_argument("--betas", nargs="+", type=float, default=list(BETA_GRID), help="--sweep beta grid")
+    task.add_argument("--lengths", nargs="+", type=parse_length, default=[parse_length(x) for x in DEFAULT_LENGTHS],
+                      help="--sweep length: completion length ranges MIN-MAX (default 8-15 40-59 90-109)")
+    algo, why = BENCH_OVERRIDES["algo"]
+    task.add_argument("--algo", choices=ALGOS, default=None,
+                      help=f"learner (default {algo!r}: {why}; TrainConfig's default is {defaults.get('algo', '?')!r})")
+    task.add_argument("--algos", nargs="+", choices=ALGOS, default=list(SWEEP_ALGOS), help="--sweep algos: learners")
+
+    train = ap.add_argument_group("training (agents.train.TrainConfig)")
+    train.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; --quick: 3)")
+    train.add_argument("--seed-offset", type=int, default=0, help="seeds are OFFSET .. OFFSET+SEEDS-1")
+    n_updates, why = BENCH_OVERRIDES["n_updates"]
+    train.add_argument("--n-updates", type=int, default=None, help=f"updates per run (default {n_updates}: {why})")
+    train.add_argument("--quick-updates", type=int, default=30, help="updates per run under --quick")
+    train.add_argument("--episodes-per-update", type=int, default=None,
+                       help=f"completions per update (default {_default_text('episodes_per_update', defaults)}; paper: 16)")
+    train.add_argument("--device", default=None, help=f"torch device (default {_default_text('device', defaults)})")
+    train.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                       help="override any other TrainConfig field (JSON value), e.g. --set lr=3e-5 clip_range_vf=null; "
+                            "FIELD must be a field of agents.train.TrainConfig")
+    train.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs in parallel (processes)")
+    train.add_argument("--threads-per-job", type=int, default=None, help="torch threads per run (default cpus // jobs)")
+    train.add_argument("--log-dir", default=None, help="pass a per-run log_dir under this folder to the agent")
+
+    rep = ap.add_argument_group("report")
+    rep.add_argument("--out", default=None, help="output folder (default results/dense_vs_sparse[_SWEEP] or results/credit_fidelity)")
+    rep.add_argument("--report-update", type=int, default=20, help="the early update the table reports (paper: 20)")
+    rep.add_argument("--smooth", type=int, default=1,
+                     help="trailing moving-average window for the speed column and plots (1 = raw, as the paper)")
+
+    fid = ap.add_argument_group("--fidelity")
+    fid.add_argument("--fidelity-envs", nargs="+", default=["abc_gym/Sentiment-v0", "abc_gym/Sentiment-MiniLM-v0"])
+    fid.add_argument("--fidelity-episodes", type=int, default=512)
+    fid.add_argument("--fidelity-batch", type=int, default=64)
+    fid.add_argument("--fidelity-seed", type=int, default=0)
+    return ap
+
+
+def _abc_default_beta() -> float:
+    """abc_gym's own default beta (for --fidelity when agents.train is not importable)."""
+    import inspect
+
+    from abc_gym.credit import abc_credit
+
+    return float(inspect.signature(abc_credit).parameters["beta"].default)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and complete the arguments: presets (--quick, --smoke) and TrainConfig's defaults filled in."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    defaults = train_defaults()
+    if args.set:
+        if not defaults:
+            ap.error("--set needs agents.train (TrainConfig), which is not importable")
+        try:
+            check_overrides(parse_set(args.set), {f.name for f in dataclasses.fields(train_config_class())})
+        except (ValueError, argparse.ArgumentTypeError) as err:
+            ap.error(str(err))
+    if args.quick:
+        args.seeds = 3 if args.seeds is None else args.seeds
+        args.modes = args.modes or ["sparse", "abc", "uniform"]
+        args.n_updates = args.n_updates or args.quick_updates
+    if args.smoke:
+        args.seeds, args.n_updates = 1, 2
+        args.report_update = min(args.report_update, args.n_updates)
+    args.seeds = 5 if args.seeds is None else args.seeds
+    args.modes = args.modes or (["sparse", "abc"] if args.sweep == "algos" else list(MODES))
+    args.algo = args.algo or BENCH_OVERRIDES["algo"][0]
+    args.n_updates = args.n_updates or BENCH_OVERRIDES["n_updates"][0]
+    # TrainConfig's defaults, recorded so results.json says what was run; None when the
+    # field is absent (make_train_config then names the missing field)
+    args.episodes_per_update = args.episodes_per_update or defaults.get("episodes_per_update")
+    args.device = args.device or defaults.get("device") or "cpu"  # "cpu": --fidelity without agents installed
+    if args.beta is None:
+        args.beta = defaults["beta"] if "beta" in defaults else _abc_default_beta()
+    args.threads_per_job = args.threads_per_job or max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
+    if args.out is None:
+        if args.from_results:
+            args.out = str(Path(args.from_results).parent if Path(args.from_results).is_file() else args.from_results)
+        elif args.fidelity:
+            args.out = "results/credit_fidelity"
+        else:
+            args.out = "results/dense_vs_sparse" + (f"_{args.sweep}" if args.sweep else "") + ("_smoke" if args.smoke else "")
+    return args
+
+
+def train_benchmark(args: argparse.Namespace, t0: float) -> int:
+    """Plan, (resume,) train and report; saves results.json after every finished run."""
+    out = Path(args.out)
+    path = out / "results.json"
+    specs = build_specs(args)
+    settings = {
+        "n_updates": args.n_updates, "episodes_per_update": args.episodes_per_update, "device": args.device,
+        "set": parse_set(args.set), "threads_per_job": args.threads_per_job, "log_root": args.log_dir,
+    }
+    configs = {s.name: run_config(s, settings) for s in specs}  # also checks TrainConfig before any training
+    rows: list[dict[str, Any]] = []
+    runs: dict[str, dict[str, Any]] = {}  # run name -> its run config and hash (what --resume checks)
+    commands: list[str] = []
+    if args.resume and path.exists():
+        import json
+
+        payload = json.loads(path.read_text())
+        try:
+            check_resume(payload, lambda s: configs[s.name] if s.name in configs else run_config(s, settings), path)
+        except ResumeError as err:
+            print(err, file=sys.stderr)
+            return 2
+        rows = load_results(path)[0].to_dict("records")  # NaN, not None, for metrics an agent did not report
+        runs = dict(payload["meta"]["runs"])
+        commands = list(payload["meta"].get("commands", []))
+    done = {row_spec(r).name for r in rows}
+    todo = [s for s in specs if s.name not in done]
+    print(f"{len(todo)} runs ({len(specs) - len(todo)} already stored): seeds "
+          f"{list(range(args.seed_offset, args.seed_offset + args.seeds))}, {args.algo}, {args.n_updates} updates x "
+          f"{args.episodes_per_update} completions, {args.jobs} job(s) x {args.threads_per_job} thread(s)", flush=True)
+
+    def meta(wall: float) -> dict[str, Any]:
+        m = run_meta(args, wall)
+        return {**m, "commands": [*commands, m["command"]], "runs": runs}
+
+    def on_done(spec: RunSpec, new_rows: list[dict[str, Any]]) -> None:
+        key = config_hash(configs[spec.name])
+        for r in new_rows:
+            r["config_hash"] = key
+        runs[spec.name] = {"hash": key, "config": configs[spec.name]}
+        rows.extend(new_rows)
+        last = new_rows[-1]
+        print(f"[{time.perf_counter() - t0:6.0f} s] {spec.name}: final RM {last.get('rm_score', math.nan):.2f}, "
+              f"gold {last.get('gold_score', math.nan):.3f} ({last['run_wall_s']:.0f} s)", flush=True)
+        save_results(rows, meta(time.perf_counter() - t0), out)
+
+    with stop_on_signals():  # inside it, a second Ctrl-C cannot cut the clean-up short
+        try:
+            run_specs(todo, settings, args.jobs, on_done)
+        except Interrupted as stop:
+            kept = len({row_spec(r).name for r in rows})
+            if rows:
+                save_results(rows, meta(time.perf_counter() - t0), out)  # again: the signal may have cut a save short
+            argv = args.argv if "--resume" in args.argv else [*args.argv, "--resume"]
+            print(f"interrupted by {stop}: workers stopped; kept {kept} finished run(s) (of {len(specs)} planned) in {path}; "
+                  f"finish with: {PROG} {shlex.join(argv)}", file=sys.stderr, flush=True)
+            return stop.exit_code
+    wall = time.perf_counter() - t0
+    m = meta(wall)
+    save_results(rows, m, out)
+    header = f"Command: `{m['command']}`; run time {wall:.0f} s.\n\n"
+    print(report(pd.DataFrame(rows), out, args.report_update, args.smooth, header))
+    print(f"total run time: {wall:.0f} s ({wall / 60:.1f} min) -> {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (2: bad settings, 128 + signal number: interrupted)."""
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    out = Path(args.out)
+
+    if args.fidelity:
+        from benchmarks.dense_vs_sparse.fidelity import run_fidelity
+
+        print(run_fidelity(args))
+        print(f"total run time: {time.perf_counter() - t0:.0f} s -> {out}")
+        return 0
+
+    if args.from_results:
+        df, meta = load_results(args.from_results)
+        header = f"Results from `{meta.get('command', args.from_results)}`" + (
+            f", run time {meta['wall_s']:.0f} s.\n\n" if meta.get("wall_s") else ".\n\n")
+        print(report(df, out, args.report_update, args.smooth, header))
+        print(f"redrawn in {time.perf_counter() - t0:.1f} s -> {out}")
+        return 0
+
+    import abc_gym  # noqa: F401  registers the env ids (the plan reads their length ranges)
+
+    try:
+        import agents.train  # noqa: F401
+    except ImportError as err:
+        print(f"agents.train is not importable ({err}); training benchmarks need it. "
+              "`--fidelity` and `--from-results` work without it.", file=sys.stderr)
+        return 2
+    return train_benchmark(args, t0)

@@ -1,0 +1,123 @@
+"""Results on disk (``results.json`` + ``results.csv``) and the ``--resume`` check of stored runs.
+
+``results.json`` holds ``meta`` (command, settings, provenance, and ``runs``: the run
+config and its hash for every stored run) and ``rows`` (one per run and update; each row
+carries its run's ``config_hash``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.dense_vs_sparse.defaults import FIELD_FLAGS
+from benchmarks.dense_vs_sparse.plan import RunSpec
+from benchmarks.dense_vs_sparse.training import config_hash
+
+
+class ResumeError(Exception):
+    """``--resume`` found stored runs it must not mix with the runs this command would make."""
+
+
+def jsonable(value: Any) -> Any:
+    """NaN -> None (valid JSON), numpy scalars -> Python scalars."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    return value
+
+
+def save_results(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> Path:
+    """Write ``results.json`` (meta + rows) and ``results.csv`` (rows) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    payload = {"meta": meta, "rows": [{k: jsonable(v) for k, v in r.items()} for r in rows]}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=jsonable))
+    tmp.replace(path)  # atomic: a crash or a signal mid-write never leaves half a results file
+    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+    return path
+
+
+def load_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Rows and meta from a ``results.json`` / ``results.csv`` (or a directory holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json" if (p / "results.json").exists() else p / "results.csv"
+    if not p.exists():
+        raise FileNotFoundError(f"no results at {p}: pass a results.json / results.csv or its directory")
+    if p.suffix == ".csv":
+        return pd.read_csv(p), {}
+    payload = json.loads(p.read_text())
+    return pd.DataFrame(payload["rows"]), payload.get("meta", {})
+
+
+def row_spec(row: dict[str, Any]) -> RunSpec:
+    """The RunSpec a stored row belongs to (JSON types cast back, so its config hashes as it did)."""
+    kw = {f.name: row[f.name] for f in dataclasses.fields(RunSpec)}
+    kw.update(beta=float(kw["beta"]), seed=int(kw["seed"]))
+    return RunSpec(**kw)
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _flag_for(key: str) -> str:
+    """The command-line flag that sets a flattened run-config key."""
+    section, _, name = key.partition(".")
+    if section == "train":
+        return FIELD_FLAGS.get(name, f"--set {name}=VALUE")
+    if section == "env":
+        return "--env-id / --lengths (env " + name + ")"
+    return "the shipped model files under abc_gym/tasks/sentiment/models changed"
+
+
+def check_resume(payload: dict[str, Any], fresh_config: Callable[[RunSpec], dict[str, Any]], path: Path) -> None:
+    """Raise :class:`ResumeError` unless every stored run has the run config this command would give it.
+
+    ``fresh_config(spec)`` is the config under the current settings. The message names
+    each differing setting with its stored and new value and the flag that sets it.
+    """
+    rows, meta = payload.get("rows", []), payload.get("meta", {})
+    specs = {s.name: s for s in map(row_spec, rows)}
+    stored = meta.get("runs") or {}
+    unchecked = sorted(set(specs) - set(stored))
+    if unchecked:
+        raise ResumeError(
+            f"--resume: {path} has {len(unchecked)} run(s) without a stored run config (written by an older "
+            f"benchmark), e.g. {unchecked[0]}, so their settings cannot be checked. Drop --resume or pick another --out."
+        )
+    diffs: dict[str, tuple[Any, Any]] = {}
+    for name, spec in specs.items():
+        now = fresh_config(spec)
+        if config_hash(now) == stored[name]["hash"]:
+            continue
+        before, after = _flatten(stored[name]["config"]), _flatten(now)
+        for key in sorted(set(before) | set(after)):
+            if before.get(key) != after.get(key):
+                diffs.setdefault(key, (before.get(key), after.get(key)))
+    if diffs:
+        lines = [f"  {key.split('.')[-1]}: stored {a!r}, now {b!r}  ({_flag_for(key)})" for key, (a, b) in diffs.items()]
+        raise ResumeError(
+            f"--resume refused: the runs stored in {path} were made with other settings than this command's:\n"
+            + "\n".join(lines)
+            + f"\nStored command: {meta.get('command', '?')}\n"
+            "Resume with the stored settings, or drop --resume (or pick another --out) to start afresh."
+        )

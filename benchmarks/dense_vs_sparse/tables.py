@@ -1,0 +1,126 @@
+"""Markdown tables: per condition, scores at an early and the last update with bootstrap CIs, IQM, speed."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import stats
+
+
+def seed_matrix(df: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(updates, values)`` with ``values[seed, update]`` for one condition, on updates every seed has."""
+    wide = df.pivot_table(index="seed", columns="update", values=metric, aggfunc="mean").dropna(axis=1)
+    return wide.columns.to_numpy(), wide.to_numpy(dtype=float)
+
+
+def _at_update(updates: np.ndarray, values: np.ndarray, u: int) -> tuple[int, np.ndarray]:
+    """Values at update ``u`` (or the last update before it, for short runs)."""
+    idx = int(np.searchsorted(updates, u, side="right")) - 1
+    idx = max(idx, 0)
+    return int(updates[idx]), values[:, idx]
+
+
+def ci_text(values: np.ndarray, statistic: str = "mean", digits: int = 2) -> str:
+    """``mean [low, high]`` over the non-NaN values (bootstrap CI), or ``n/a``."""
+    v = values[~np.isnan(values)]
+    if len(v) == 0:
+        return "n/a"
+    point, low, high = stats.bootstrap_ci(v, statistic)
+    return stats.format_ci(float(point), float(low), float(high), digits)
+
+
+def task_tables(df: pd.DataFrame, report_update: int, smooth: int) -> str:
+    """Markdown tables for one task (one row per condition)."""
+    conds = list(dict.fromkeys(df["condition"]))  # first-seen order = launch order
+    baseline = df["baseline"].iloc[0]
+    curves, mats = {}, {}
+    for c in conds:
+        updates, rm = seed_matrix(df[df.condition == c], "rm_score")
+        mats[c] = (updates, rm)
+        curves[c] = rm.mean(axis=0)
+    common = sorted(set.intersection(*(set(u.tolist()) for u, _ in mats.values())))
+    speed: dict[str, tuple[int | None, float]] = {}
+    if baseline in curves and common:
+        aligned = {c: curves[c][np.isin(mats[c][0], common)] for c in conds}
+        speed = stats.speedup_vs_baseline(common, aligned, baseline, window=smooth)
+
+    last_u = int(max(u[-1] for u, _ in mats.values()))
+    u_rep = min(report_update, last_u)
+    smooth_note = "" if smooth == 1 else f", {smooth}-update trailing mean"
+    lines = [
+        f"| condition | seeds | RM @ update {u_rep} | RM @ last update | IQM RM @ last | RM mean over run | "
+        f"first update >= {baseline}'s best{smooth_note} | / {baseline}'s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in conds:
+        updates, rm = mats[c]
+        _, at_rep = _at_update(updates, rm, u_rep)
+        hit, ratio = speed.get(c, (None, math.nan))
+        hit_s = "never" if hit is None else str(hit)
+        if not speed:
+            hit_s = "n/a"
+        lines.append(
+            f"| {c} | {rm.shape[0]} | {ci_text(at_rep)} | {ci_text(rm[:, -1])} (u{int(updates[-1])}) | {ci_text(rm[:, -1], 'iqm')} | "
+            f"{ci_text(rm.mean(axis=1))} | {hit_s} | {'n/a' if math.isnan(ratio) else f'{ratio:.2f}'} |"
+        )
+    if speed and baseline in speed and speed[baseline][0] is not None:
+        thr = float(np.max(stats.trailing_mean(aligned[baseline], smooth)))
+        lines.append(f"\nSpeed threshold: {baseline}'s best mean RM score {thr:.2f} (reached at update {speed[baseline][0]}).")
+
+    lines += [
+        "",
+        f"| condition | gold @ update {u_rep} | gold @ last | KL @ last | value loss, mean over run | "
+        "corr(RM, gold) over updates, per seed | gold / RM @ last |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in conds:
+        sub = df[df.condition == c]
+        updates, gold = seed_matrix(sub, "gold_score")
+        _, kl = seed_matrix(sub, "kl")
+        _, vl = seed_matrix(sub, "value_loss")
+        _, rm = seed_matrix(sub, "rm_score")
+        if gold.size == 0:
+            lines.append(f"| {c} | n/a | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        _, g_rep = _at_update(updates, gold, u_rep)
+        corr = np.array([stats.curve_correlation(r, g) for r, g in zip(rm, gold)])
+        rm_last = float(np.mean(rm[:, -1]))
+        ratio = float(np.mean(gold[:, -1])) / rm_last if abs(rm_last) > 1e-9 else math.nan
+        lines.append(
+            f"| {c} | {ci_text(g_rep, digits=3)} | {ci_text(gold[:, -1], digits=3)} | "
+            f"{ci_text(kl[:, -1]) if kl.size else 'n/a'} | {ci_text(vl.mean(axis=1), digits=3) if vl.size else 'n/a'} | "
+            f"{ci_text(corr)} | {'n/a' if math.isnan(ratio) else f'{ratio:.3f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def all_tables(df: pd.DataFrame, report_update: int, smooth: int) -> str:
+    """Tables for every task in the results, each under a heading."""
+    parts = []
+    for task in dict.fromkeys(df["task"]):
+        parts.append(f"### {task}\n\n{task_tables(df[df.task == task], report_update, smooth)}")
+    notes = (
+        "Mean over seeds [95% percentile-bootstrap CI over seeds]; IQM = interquartile mean over seeds "
+        "(equals the mean for fewer than 4 seeds). 'first update >= best': first update at which the "
+        "condition's mean curve reaches the baseline's best mean (the paper's speed figure); the last "
+        "column divides it by the baseline's own update. corr(RM, gold): Pearson correlation of the RM "
+        "and gold curves of each seed, mean [CI] over seeds; near 1 means the gold score rises with the "
+        "proxy, low or negative means the proxy is being over-optimised."
+    )
+    return "\n\n".join(parts) + "\n\n" + notes + "\n"
+
+
+def report(df: pd.DataFrame, out: Path, report_update: int, smooth: int, header: str = "") -> str:
+    """Write ``tables.md`` and the PNGs into ``out``; return the tables (also printed)."""
+    from benchmarks.dense_vs_sparse.plots import plot_task
+
+    out.mkdir(parents=True, exist_ok=True)
+    text = header + all_tables(df, report_update, smooth)
+    (out / "tables.md").write_text(text)
+    for task in dict.fromkeys(df["task"]):
+        plot_task(df[df.task == task], out, task, smooth)
+    return text
