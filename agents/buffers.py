@@ -12,7 +12,7 @@ whole episode in the final step's ``info["token_rewards"]``. These buffers
   and :meth:`get` yields valid slots only. No transition is ever trained on with a
   placeholder reward.
 
-The collection loop (:mod:`agents.algorithms`) keeps stepping until every episode begun
+The collection loop (:mod:`agents.credit_mixin`) keeps stepping until every episode begun
 in the rollout has finished, so in practice every stored slot becomes valid.
 """
 

@@ -24,7 +24,8 @@ one forward per whole episode gives every step's log-prob, value and entropy.
 from __future__ import annotations
 
 import copy
-from typing import Any
+import os
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -118,67 +119,90 @@ class RowKVCache:
     def last_hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Hidden state ``(N, D)`` at each row's last real token, reusing the cache.
 
+        Four steps: find the rows whose prefix extends the cached one by exactly one token;
+        feed those rows only their new token; re-prefill every other row; merge both
+        groups' keys/values into the new cache.
+
         Args:
             ids: ``(N, L)`` long, mask: ``(N, L)`` long (right padded).
         """
-        n_rows, width = ids.shape
-        n = mask.long().sum(-1)
+        n_real = mask.long().sum(-1)  # (N,)
+        extends = self._rows_extending_cache(ids, n_real)
+        # The model's own dtype: a bf16/fp16 trunk must not be widened (or an fp64 one narrowed).
+        hidden = torch.empty(len(ids), self._hidden_size(), device=ids.device, dtype=self._dtype())
+        pieces: list[_CachePiece] = []
+        step_rows = torch.nonzero(extends).flatten()
+        if len(step_rows):
+            pieces.append(self._step_rows(step_rows, ids, n_real, hidden))
+        prefill_rows = torch.nonzero(~extends).flatten()
+        if len(prefill_rows):
+            pieces.append(self._prefill_rows(prefill_rows, ids, n_real, hidden))
+        self._merge(pieces, len(ids), ids.device)
+        self.ids, self.length = ids.clone(), n_real.clone()
+        return hidden
+
+    def _rows_extending_cache(self, ids: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` bool: the row's cached prefix is its current prefix minus the last token."""
         if self.ids is None or self.ids.shape != ids.shape:
             self.clear()
-            inc = torch.zeros(n_rows, dtype=torch.bool, device=ids.device)
-        else:
-            pos = torch.arange(width, device=ids.device)
-            same_prefix = ((self.ids == ids) | (pos.unsqueeze(0) >= self.length.unsqueeze(1))).all(-1)
-            inc = same_prefix & (self.length == n - 1)
-        hidden = torch.empty(n_rows, self._hidden_size(), device=ids.device)
-        pieces: list[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []
+            return torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        same_prefix = ((self.ids == ids) | (pos.unsqueeze(0) >= self.length.unsqueeze(1))).all(-1)
+        return same_prefix & (self.length == n_real - 1)
 
-        inc_rows = torch.nonzero(inc).flatten()
-        if len(inc_rows):
-            cache = cache_from_layers([(k[inc_rows], v[inc_rows]) for k, v in zip(self.keys, self.values)])
-            step_mask = torch.cat([self.mask[inc_rows], torch.ones(len(inc_rows), 1, dtype=torch.long, device=ids.device)], 1)
-            last = (n[inc_rows] - 1).unsqueeze(1)
-            out, cache = forward_with_cache(
-                self.trunk, cache, input_ids=ids[inc_rows].gather(1, last), attention_mask=step_mask, position_ids=last
-            )
-            hidden[inc_rows] = out.last_hidden_state[:, -1]
-            pieces.append((inc_rows, *cache_layers(cache), step_mask))
+    def _step_rows(self, rows: torch.Tensor, ids: torch.Tensor, n_real: torch.Tensor, hidden: torch.Tensor) -> _CachePiece:
+        """Feed ``rows`` their one new token on top of their cached keys/values."""
+        cache = cache_from_layers([(k[rows], v[rows]) for k, v in zip(self.keys, self.values)])
+        step_mask = torch.cat([self.mask[rows], torch.ones(len(rows), 1, dtype=torch.long, device=ids.device)], 1)
+        last = (n_real[rows] - 1).unsqueeze(1)  # (R, 1) position of the new token
+        out, cache = forward_with_cache(self.trunk, cache, input_ids=ids[rows].gather(1, last), attention_mask=step_mask, position_ids=last)
+        hidden[rows] = out.last_hidden_state[:, -1]
+        return _CachePiece(rows, *cache_layers(cache), step_mask)
 
-        new_rows = torch.nonzero(~inc).flatten()
-        if len(new_rows):
-            nr = n[new_rows]
-            width_p = int(nr.max())
-            j = torch.arange(width_p, device=ids.device).unsqueeze(0)
-            offset = (width_p - nr).unsqueeze(1)
-            src = (j - offset).clamp(min=0)
-            left_mask = (j >= offset).long()
-            left_ids = ids[new_rows].gather(1, src) * left_mask
-            out, cache = forward_with_cache(
-                self.trunk, cache_from_layers([]), input_ids=left_ids, attention_mask=left_mask, position_ids=src
-            )
-            hidden[new_rows] = out.last_hidden_state[:, -1]
-            pieces.append((new_rows, *cache_layers(cache), left_mask))
+    def _prefill_rows(self, rows: torch.Tensor, ids: torch.Tensor, n_real: torch.Tensor, hidden: torch.Tensor) -> _CachePiece:
+        """Run ``rows``' whole prefixes, left-padded to their longest, with their true positions."""
+        nr = n_real[rows]
+        width = int(nr.max())
+        j = torch.arange(width, device=ids.device).unsqueeze(0)
+        offset = (width - nr).unsqueeze(1)  # left padding of each row
+        src = (j - offset).clamp(min=0)  # (R, width) true position of each column
+        left_mask = (j >= offset).long()
+        left_ids = ids[rows].gather(1, src) * left_mask
+        out, cache = forward_with_cache(self.trunk, cache_from_layers([]), input_ids=left_ids, attention_mask=left_mask, position_ids=src)
+        hidden[rows] = out.last_hidden_state[:, -1]
+        return _CachePiece(rows, *cache_layers(cache), left_mask)
 
-        # Merge the pieces right-aligned on a common length (every row's real tokens fit in L).
-        s_new = min(max(p[3].shape[1] for p in pieces), self.max_len)
-        n_layers = len(pieces[0][1])
-        k0 = pieces[0][1][0]
-        keys = [k0.new_zeros(n_rows, k0.shape[1], s_new, k0.shape[3]) for _ in range(n_layers)]
-        values = [k0.new_zeros(n_rows, k0.shape[1], s_new, k0.shape[3]) for _ in range(n_layers)]
-        new_mask = torch.zeros(n_rows, s_new, dtype=torch.long, device=ids.device)
-        for rows, ks, vs, m in pieces:
-            s = min(m.shape[1], s_new)
-            new_mask[rows, s_new - s :] = m[:, -s:]
-            for layer in range(n_layers):
-                keys[layer][rows, :, s_new - s :] = ks[layer][:, :, -s:]
-                values[layer][rows, :, s_new - s :] = vs[layer][:, :, -s:]
+    def _merge(self, pieces: list[_CachePiece], n_rows: int, device: torch.device) -> None:
+        """The pieces' keys/values right-aligned on one common length (every row's real tokens fit in L)."""
+        s_new = min(max(p.mask.shape[1] for p in pieces), self.max_len)
+        k0 = pieces[0].keys[0]
+        shape = (n_rows, k0.shape[1], s_new, k0.shape[3])
+        keys = [k0.new_zeros(shape) for _ in pieces[0].keys]
+        values = [k0.new_zeros(shape) for _ in pieces[0].keys]
+        new_mask = torch.zeros(n_rows, s_new, dtype=torch.long, device=device)
+        for piece in pieces:
+            s = min(piece.mask.shape[1], s_new)
+            new_mask[piece.rows, s_new - s :] = piece.mask[:, -s:]
+            for layer, (k, v) in enumerate(zip(piece.keys, piece.values)):
+                keys[layer][piece.rows, :, s_new - s :] = k[:, :, -s:]
+                values[layer][piece.rows, :, s_new - s :] = v[:, :, -s:]
         self.keys, self.values, self.mask = keys, values, new_mask
-        self.ids, self.length = ids.clone(), n.clone()
-        return hidden
 
     def _hidden_size(self) -> int:
         cfg = self.trunk.config
         return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.trunk.parameters()).dtype
+
+
+class _CachePiece(NamedTuple):
+    """Keys/values of one group of rows after a forward: per layer ``(R, H, S, D)``, mask ``(R, S)``."""
+
+    rows: torch.Tensor
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor
 
 
 # ----------------------------------------------------------------------------- policy
@@ -204,9 +228,14 @@ class _TransformerPolicyMixin:
         if model_name_or_path is None:
             raise ValueError(
                 "TransformerActorCriticPolicy needs a causal LM: pass policy_kwargs=dict(model_name_or_path=...) "
-                "(the env's own model is env.unwrapped.policy_name_or_path; the agents.* algorithms fill it in)"
+                "(the env's own model is env.unwrapped.policy_name_or_path; the agents algorithms fill it in)"
             )
-        self.model_name_or_path = str(model_name_or_path)
+        if not isinstance(model_name_or_path, (str, os.PathLike)):
+            raise ValueError(
+                f"model_name_or_path must be a path or hub id, got a {type(model_name_or_path).__name__}: "
+                "pass policy_kwargs=dict(model_name_or_path=...) with the causal LM's directory or hub id"
+            )
+        self.model_name_or_path = os.fspath(model_name_or_path)
         self.separate_value_model = bool(separate_value_model or value_model_name_or_path is not None)
         self.value_model_name_or_path = (
             str(value_model_name_or_path) if value_model_name_or_path is not None else None
@@ -380,6 +409,11 @@ class _TransformerPolicyMixin:
             data.pop(key, None)
         return data
 
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """The actor's parameters, chosen by identity: the LM's (a shared trunk included), never the
+        value head's or the separate value model's. TRPO's natural-gradient step moves exactly these."""
+        return list(self.lm.parameters())
+
     def save_pretrained(self, directory: str) -> None:
         """Write the actor in Hugging Face format (loadable with ``AutoModelForCausalLM``)."""
         self.lm.save_pretrained(directory)
@@ -395,13 +429,16 @@ class _TransformerPolicyMixin:
 class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
     """SB3 ``ActorCriticPolicy`` whose actor is a causal LM (see module doc).
 
-    Args (beyond SB3's):
-        model_name_or_path: the actor (path or hub id). The agents.* algorithms default it to
-            the env's ``policy_name_or_path``.
-        value_model_name_or_path: a separate value trunk (implies ``separate_value_model``).
-        separate_value_model: value head on a separate copy of the actor's trunk, not shared.
-        use_cache: per-env KV cache during rollouts.
-        model_kwargs: forwarded to ``from_pretrained``.
+    :param observation_space: the token env's ``Dict`` of ``input_ids`` / ``attention_mask`` ``(L,)``.
+    :param action_space: ``Discrete(V)``, V the LM's vocabulary.
+    :param lr_schedule: SB3's learning-rate schedule (the optimizer's initial rate is ``lr_schedule(1)``).
+    :param model_name_or_path: the actor (path or hub id). The agents algorithms default it to
+        the env's ``policy_name_or_path``.
+    :param value_model_name_or_path: a separate value trunk (implies ``separate_value_model``).
+    :param separate_value_model: value head on a separate copy of the actor's trunk, not shared.
+    :param use_cache: per-env KV cache during rollouts.
+    :param model_kwargs: forwarded to ``from_pretrained`` (``dtype``, ``attn_implementation``, ...).
+    :param kwargs: further SB3 ``ActorCriticPolicy`` keywords (``optimizer_class``, ...).
     """
 
     def __init__(
@@ -424,7 +461,10 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
 
 
 class MaskableTransformerActorCriticPolicy(_TransformerPolicyMixin, MaskableActorCriticPolicy):
-    """The same policy for sb3-contrib's ``MaskablePPO`` (masks applied to the LM's Categorical)."""
+    """The same policy for sb3-contrib's ``MaskablePPO`` (masks applied to the LM's Categorical).
+
+    Same parameters as :class:`TransformerActorCriticPolicy`.
+    """
 
     def __init__(
         self,

@@ -21,7 +21,9 @@ import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.utils import explained_variance
 
-from agents.algorithms import PPO
+from agents import compat
+from agents.config import DEFAULTS
+from agents.ppo import PPO
 
 
 def ppo_loss(
@@ -66,16 +68,20 @@ def ppo_loss(
 class TokenPPO(PPO):
     """PPO with the sequence-level update (see module doc).
 
-    Args (beyond :class:`agents.algorithms.PPO`):
-        minibatch_episodes: episodes per minibatch; ``None`` picks about ``batch_size``
-            transitions' worth (``round(batch_size / mean episode length)``, at least 1).
+    Every :class:`agents.ppo.PPO` keyword, plus:
+
+    :param minibatch_episodes: episodes per minibatch (default ``TrainConfig.minibatch_episodes``);
+        ``None`` picks about ``batch_size`` transitions' worth (``round(batch_size / mean episode
+        length)``, at least 1).
     """
 
-    def __init__(self, *args: Any, minibatch_episodes: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, minibatch_episodes: int | None = DEFAULTS.minibatch_episodes, **kwargs: Any) -> None:
         if minibatch_episodes is not None and minibatch_episodes < 1:
             raise ValueError(f"minibatch_episodes must be >= 1, got {minibatch_episodes}")
         self.minibatch_episodes = minibatch_episodes
         super().__init__(*args, **kwargs)
+        if self.n_epochs < 1:  # the update would run no minibatch and have nothing to log
+            raise ValueError(f"n_epochs must be >= 1, got {self.n_epochs}")
 
     def episode_tensors(self) -> dict[str, th.Tensor]:
         """The buffer's episodes as tensors: sequences ``(E, L)``, lengths ``(E,)``, and the stored
@@ -107,10 +113,12 @@ class TokenPPO(PPO):
         }
 
     def _update(self) -> None:
+        """SB3 PPO's ``train``, with one teacher-forced forward per minibatch of episodes."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        clip_range = self.clip_range(self._current_progress_remaining)
-        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)
+        progress = compat.progress_remaining(self)
+        clip_range = self.clip_range(progress)
+        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress)
         data = self.episode_tensors()
         n_eps = len(data["gen_len"])
         per_mb = self.minibatch_episodes or max(1, round(self.batch_size / float(data["gen_len"].float().mean())))
@@ -141,7 +149,7 @@ class TokenPPO(PPO):
                 loss.backward()
                 th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 self.policy.optimizer.step()
-            self._n_updates += 1
+            n_updates = compat.count_gradient_epoch(self)
             if not continue_training:
                 break
         valid = data["valid"]
@@ -153,5 +161,5 @@ class TokenPPO(PPO):
         self.logger.record("train/clip_fraction", np.mean(stats["clip_fraction"]))
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/n_updates", n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)

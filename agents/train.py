@@ -5,16 +5,13 @@ Python API (used by the benchmarks)::
     from agents.train import TrainConfig, train
     metrics = train(TrainConfig(reward_mode="sparse", n_updates=20, log_dir=None, progress=False))
 
-``train`` returns one dict per update (the JSON lines of ``metrics.jsonl``): update,
-timesteps, episodes, rm_score (mean RM score of the episodes finished in that rollout),
-gold_score, kl, kl_coef, value_loss, entropy, policy_loss, wall_time, and a few more.
+``train`` returns one dict per update (the JSON lines of ``metrics.jsonl``, keys in
+:mod:`agents.metrics`). A run writes ``<log_dir>/<run>/``: ``config.json``, ``metrics.jsonl``,
+TensorBoard events and ``progress.csv`` (one row per update), ``model.zip`` and ``model_hf/``.
+``--resume RUN_DIR`` continues a run in its directory (``--n-updates`` may extend it).
+Ctrl-C saves the model and the metrics so far and exits with status 130.
 
-Defaults: the paper's where it has one (batch 16 completions per update, gamma 1,
-GAE lambda 0.95, clip 0.2, value clip 0.2, vf_coef 0.1, 4 epochs, KL 0.2 adaptive to
-target 6 over horizon 10000, pure sampling). Two departures, for the small embedded
-model on a 2-core CPU: ``lr`` 1e-4 (the paper's 1.41e-5 is for 124M-parameter GPT-2;
-on the 0.9M-parameter embedded model it barely moves in a few minutes) and
-minibatches of 4 completions (the paper's trl uses 1; 4 keeps an update cheap).
+Defaults and their reasons: :mod:`agents.config`.
 """
 
 from __future__ import annotations
@@ -23,226 +20,259 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
+import sys
 import time
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "token_ppo")
+from agents.config import TrainConfig, flag_of
 
+__all__ = ["TrainConfig", "build_model", "main", "make_run_dir", "train"]
 
-@dataclass
-class TrainConfig:
-    """Every hyperparameter of a run (each is a CLI flag: ``--episodes-per-update`` etc.)."""
-
-    env_id: str = "abc_gym/Sentiment-v0"
-    algo: str = "token_ppo"
-    reward_mode: str = "abc"
-    beta: float = 0.8
-    seed: int = 0
-    n_updates: int = 60  # rollouts + updates; ignored when steps is set
-    steps: int | None = None  # env timesteps instead of n_updates (SB3's total_timesteps)
-    episodes_per_update: int = 16  # completions per rollout (= parallel envs, one episode each)
-    lr: float = 1e-4
-    n_epochs: int = 4
-    minibatch_episodes: int = 4  # PPO-style minibatch, in completions
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    clip_range_vf: float | None = 0.2
-    vf_coef: float = 0.1
-    ent_coef: float = 0.0
-    max_grad_norm: float = 0.5
-    normalize_advantage: bool = True
-    kl_coef: float = 0.2
-    adaptive_kl: bool = True
-    kl_target: float = 6.0
-    kl_horizon: float = 10000.0
-    top_k: int = 50  # maskable_ppo: NLPO mask from the reference policy (0 = off)
-    top_p: float = 0.95
-    trpo_target_kl: float = 0.01
-    trpo_cg_max_steps: int = 10
-    model: str | None = None  # actor model; None = the env's own policy model
-    separate_value_model: bool | None = None  # None: shared trunk, except TRPO (separate)
-    device: str = "cpu"
-    threads: int = 1  # torch threads; 1 is fastest for the small model on a small CPU
-    log_dir: str | None = "runs"  # None = no files (no TensorBoard, no JSONL, no model)
-    save_path: str | None = None  # default: <log_dir>/<run>/model.zip
-    run_name: str | None = None
-    progress: bool = True
-    quiet: bool = False
-
-    def validate(self) -> None:
-        from abc_gym.credit import check_beta, check_reward_mode
-
-        if self.algo not in ALGOS:
-            raise ValueError(f"unknown algorithm {self.algo!r}: use one of {', '.join(ALGOS)}")
-        check_reward_mode(self.reward_mode)
-        check_beta(self.beta)
-        if self.episodes_per_update < 1:
-            raise ValueError(f"episodes_per_update must be >= 1, got {self.episodes_per_update}")
-        if not (1 <= self.minibatch_episodes <= self.episodes_per_update):
-            raise ValueError(
-                f"minibatch_episodes={self.minibatch_episodes} cannot be drawn from {self.episodes_per_update} "
-                "episodes per update: use 1 <= --minibatch-episodes <= --episodes-per-update"
-            )
-        if self.steps is None and self.n_updates < 1:
-            raise ValueError(f"n_updates must be >= 1, got {self.n_updates}")
-        if self.steps is not None and self.steps < self.episodes_per_update:
-            raise ValueError(f"steps={self.steps} is less than one env step per episode: raise --steps")
+UpdateHook = Callable[[dict[str, Any]], None]
 
 
 def build_model(cfg: TrainConfig, tensorboard_log: str | None = None):
     """The algorithm of ``cfg`` on a batched env of ``episodes_per_update`` rows (one episode each)."""
-    from agents.algorithms import ALGORITHMS, make_token_vec_env
-    from agents.token_ppo import TokenPPO
+    from agents.env_util import make_token_vec_env
+    from agents.registry import REGISTRY, algorithm_kwargs
 
     cfg.validate()
     env = make_token_vec_env(
         cfg.env_id, num_envs=cfg.episodes_per_update, reward_mode=cfg.reward_mode, beta=cfg.beta, device=cfg.device, seed=cfg.seed
     )
-    policy_kwargs: dict[str, Any] = {}
-    if cfg.model is not None:
-        policy_kwargs["model_name_or_path"] = cfg.model
-    if cfg.separate_value_model is not None:
-        policy_kwargs["separate_value_model"] = cfg.separate_value_model
-    # Mean completion length of the embedded tasks is ~ (min + max) / 2; SB3 minibatches count transitions.
-    mean_len = _mean_len(env)
-    common = dict(
-        learning_rate=cfg.lr, n_steps=1, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, kl_coef=cfg.kl_coef,
-        adaptive_kl=cfg.adaptive_kl, kl_target=cfg.kl_target, kl_horizon=cfg.kl_horizon, policy_kwargs=policy_kwargs,
-        seed=cfg.seed, device=cfg.device, tensorboard_log=tensorboard_log, verbose=0,
-    )
-    ppo_like = dict(
-        n_epochs=cfg.n_epochs, batch_size=max(2, round(cfg.minibatch_episodes * mean_len)), clip_range=cfg.clip_range,
-        clip_range_vf=cfg.clip_range_vf, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
-        normalize_advantage=cfg.normalize_advantage,
-    )
-    if cfg.algo == "token_ppo":
-        return TokenPPO("TransformerPolicy", env, minibatch_episodes=cfg.minibatch_episodes, **common, **ppo_like)
-    cls = ALGORITHMS[cfg.algo]
-    if cfg.algo == "ppo":
-        return cls("TransformerPolicy", env, **common, **ppo_like)
-    if cfg.algo == "maskable_ppo":
-        return cls("TransformerPolicy", env, top_k=cfg.top_k, top_p=cfg.top_p, **common, **ppo_like)
-    if cfg.algo == "a2c":
-        return cls(
-            "TransformerPolicy", env, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
-            normalize_advantage=cfg.normalize_advantage, **common,
-        )
-    return cls(  # trpo
-        "TransformerPolicy", env, batch_size=ppo_like["batch_size"], target_kl=cfg.trpo_target_kl,
-        cg_max_steps=cfg.trpo_cg_max_steps, normalize_advantage=cfg.normalize_advantage, **common,
-    )
+    cls = REGISTRY[cfg.algo].load()
+    return cls("TransformerPolicy", env, tensorboard_log=tensorboard_log, **algorithm_kwargs(cfg, env))
 
 
-def _mean_len(env: Any) -> float:
-    try:
-        lo, hi = env.get_attr("min_new_tokens")[0], env.get_attr("max_new_tokens")[0]
-        return (lo + hi) / 2.0
-    except AttributeError:
-        return 10.0
+def make_run_dir(cfg: TrainConfig) -> Path:
+    """Create a fresh run directory under ``cfg.log_dir``; never one another run already has.
+
+    The name is ``cfg.run_name`` or ``<algo>_<mode>_seed<seed>_<time>``; on a collision (two
+    runs started in the same second, or a reused name) ``-1``, ``-2``, ... is appended. The
+    directory is created exclusively, so two processes can never both get it.
+    """
+    assert cfg.log_dir is not None
+    base = cfg.run_name or f"{cfg.algo}_{cfg.reward_mode}_seed{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+    Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
+    for i in range(10_000):
+        path = Path(cfg.log_dir) / (base if i == 0 else f"{base}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free run directory named {base}-N under {cfg.log_dir}")
 
 
-def train(config: TrainConfig) -> list[dict[str, Any]]:
-    """Run one training run; returns the per-update metric dicts (same keys as ``metrics.jsonl``)."""
+def train(config: TrainConfig, on_update: UpdateHook | None = None, resume: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Run one training run; returns the per-update metric dicts (same keys as ``metrics.jsonl``).
+
+    :param config: the run's hyperparameters.
+    :param on_update: called with each update's metrics (after they are written).
+    :param resume: a run directory written by ``train``: load its ``model.zip`` and continue up to
+        ``config.n_updates`` updates in it (``metrics.jsonl`` appended, update numbers continued).
+    :raises KeyboardInterrupt: after saving the model and the metrics so far (one line says where).
+    """
     import torch
     import transformers
-    from stable_baselines3.common.logger import configure
 
     cfg = config
     cfg.validate()
     torch.set_num_threads(max(1, cfg.threads))
     transformers.utils.logging.disable_progress_bar()
-    run_dir = None
-    if cfg.log_dir is not None:
-        name = cfg.run_name or f"{cfg.algo}_{cfg.reward_mode}_seed{cfg.seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(cfg.log_dir) / name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    model = build_model(cfg)
-    formats = (["stdout"] if not cfg.quiet and not cfg.progress else []) + (["tensorboard", "csv"] if run_dir else [])
-    model.set_logger(configure(str(run_dir) if run_dir else None, formats))
+    run_dir = Path(resume) if resume is not None else (make_run_dir(cfg) if cfg.log_dir is not None else None)
+    fresh_dir = resume is None and run_dir is not None
+    model = None
+    try:
+        if run_dir is not None:
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        model = _load_run(cfg, run_dir) if resume is not None else build_model(cfg)
+        done = len(model.update_metrics)
+        remaining = cfg.n_updates - done
+        if resume is not None and remaining < 1 and cfg.steps is None:
+            raise ValueError(f"{run_dir} already has {done} updates: pass --n-updates > {done} to extend it")
+        _set_logger(model, cfg, run_dir, append=resume is not None)
+        interrupted = _learn(model, cfg, run_dir, remaining, on_update, resume is not None)
+    except BaseException:
+        if fresh_dir and (model is None or not model.update_metrics):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing to keep: no orphan run directory
+        raise
+    save_path = cfg.save_path or (str(run_dir / "model.zip") if run_dir else None)
+    if save_path and model.update_metrics:
+        model.save(save_path)
+        model.policy.save_pretrained(os.path.splitext(save_path)[0] + "_hf")
+    n = len(model.update_metrics)
+    if interrupted and fresh_dir and n == 0:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if interrupted:
+        where = f"model saved to {save_path}" if save_path and n else "nothing saved"
+        metrics_at = f", metrics in {run_dir / 'metrics.jsonl'}" if run_dir else ""
+        print(f"interrupted after {n} updates: {where}{metrics_at}", file=sys.stderr)
+        raise KeyboardInterrupt
+    if not cfg.quiet and model.update_metrics:
+        first, last = model.update_metrics[0], model.update_metrics[-1]
+        print(
+            f"{cfg.algo} {cfg.reward_mode}: {n} updates, rm_score {first['rm_score']:.3f} -> "
+            f"{last['rm_score']:.3f}, wall {last['wall_time']:.0f}s" + (f", saved {save_path}" if save_path else "")
+        )
+    return list(model.update_metrics)
 
-    jsonl = open(run_dir / "metrics.jsonl", "w") if run_dir else None
+
+def _load_run(cfg: TrainConfig, run_dir: Path):
+    """The model of a run directory, on a fresh env built from ``cfg``."""
+    from agents.env_util import make_token_vec_env
+    from agents.registry import REGISTRY
+
+    path = run_dir / "model.zip"
+    if not path.is_file():
+        raise ValueError(f"--resume {run_dir}: no model.zip there (a run saves it at its end or on Ctrl-C)")
+    env = make_token_vec_env(
+        cfg.env_id, num_envs=cfg.episodes_per_update, reward_mode=cfg.reward_mode, beta=cfg.beta, device=cfg.device, seed=cfg.seed
+    )
+    return REGISTRY[cfg.algo].load().load(path, env=env, device=cfg.device)
+
+
+def _set_logger(model: Any, cfg: TrainConfig, run_dir: Path | None, append: bool) -> None:
+    """SB3's logger: stdout without a progress bar; TensorBoard and ``progress.csv`` in the run directory."""
+    from stable_baselines3.common.logger import Logger, make_output_format
+
+    from agents.compat import append_csv_format
+
+    formats = [make_output_format("stdout", "")] if not cfg.quiet and not cfg.progress else []
+    if run_dir is not None:
+        formats.append(make_output_format("tensorboard", str(run_dir)))
+        csv = str(run_dir / "progress.csv")
+        formats.append(append_csv_format(csv) if append else make_output_format("csv", str(run_dir)))
+    model.set_logger(Logger(str(run_dir) if run_dir else None, formats))
+
+
+def _learn(model: Any, cfg: TrainConfig, run_dir: Path | None, n_updates: int, on_update: UpdateHook | None, resume: bool) -> bool:
+    """Run ``n_updates`` updates (or ``cfg.steps`` timesteps), writing metrics; ``True`` if interrupted."""
+    jsonl = open(run_dir / "metrics.jsonl", "a" if resume else "w") if run_dir else None  # noqa: SIM115
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.n_updates if cfg.steps is None else None, desc=f"{cfg.algo}/{cfg.reward_mode}", unit="update")
+        total = cfg.n_updates if cfg.steps is None else None
+        bar = tqdm(total=total, initial=len(model.update_metrics), desc=f"{cfg.algo}/{cfg.reward_mode}", unit="update")
 
-    def on_update(m: dict[str, Any]) -> None:
+    def hook(m: dict[str, Any]) -> None:
         if jsonl is not None:
             jsonl.write(json.dumps(m) + "\n")
             jsonl.flush()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(rm=f"{m['rm_score']:.3f}", kl=f"{m['kl']:.2f}", vloss=f"{(m['value_loss'] or 0):.3f}")
+        if on_update is not None:
+            on_update(m)
 
-    model.on_update = on_update
+    model.on_update = hook
     try:
         if cfg.steps is None:
-            model.max_updates = cfg.n_updates
-            model.learn(total_timesteps=2**62)
+            model.learn(n_updates=n_updates, reset_num_timesteps=not resume)
         else:
-            model.learn(total_timesteps=cfg.steps)
+            model.learn(total_timesteps=cfg.steps, reset_num_timesteps=not resume)
+        return False
+    except KeyboardInterrupt:
+        return True
     finally:
         if bar is not None:
             bar.close()
         if jsonl is not None:
             jsonl.close()
-    save_path = cfg.save_path or (str(run_dir / "model.zip") if run_dir else None)
-    if save_path:
-        model.save(save_path)
-        model.policy.save_pretrained(os.path.splitext(save_path)[0] + "_hf")
-    if not cfg.quiet and model.update_metrics:
-        first, last = model.update_metrics[0], model.update_metrics[-1]
-        print(
-            f"{cfg.algo} {cfg.reward_mode}: {len(model.update_metrics)} updates, rm_score {first['rm_score']:.3f} -> "
-            f"{last['rm_score']:.3f}, wall {last['wall_time']:.0f}s" + (f", saved {save_path}" if save_path else "")
-        )
-    return list(model.update_metrics)
+        model.on_update = None
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def _parser() -> argparse.ArgumentParser:
+    """One flag per ``TrainConfig`` field, typed from its annotation, with its help and default."""
     p = argparse.ArgumentParser(prog="python -m agents.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (its config.json; --n-updates may extend it)")
+    hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
+    # SUPPRESS: only the flags actually given land in the namespace (--resume compares exactly those).
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        base, optional = _unwrap_optional(hints[f.name])
         default = getattr(defaults, f.name)
-        if f.name == "env_id":
-            flag = "--env"
-        if isinstance(default, bool) or f.type in ("bool", "bool | None"):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
-        elif f.name in ("algo",):
-            p.add_argument(flag, dest=f.name, default=default, choices=ALGOS)
+        kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {default})")
+        if base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
         else:
-            conv = _converter(f.type)
-            p.add_argument(flag, dest=f.name, type=conv, default=default, help=f"default: {default}")
+            kw["type"] = _none_or(base) if optional else base
+            kw["metavar"] = base.__name__.upper() + ("|None" if optional else "")
+            if "choices" in f.metadata:
+                kw["choices"], kw["metavar"] = f.metadata["choices"], None
+        p.add_argument(flag_of(f.name), **kw)
     return p
 
 
-def _converter(type_name: Any):
-    t = str(type_name)
-    base = t.split("|")[0].strip()
-    fn = {"int": int, "float": float, "str": str}.get(base, str)
-    if "None" in t:
-        return lambda s: None if s.lower() == "none" else fn(s)
-    return fn
+def _unwrap_optional(tp: Any) -> tuple[type, bool]:
+    """``int | None`` -> ``(int, True)``; ``float`` -> ``(float, False)``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def _none_or(base: type) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else base(text)
+
+    convert.__name__ = base.__name__  # argparse names the type in its error messages
+    return convert
+
+
+def _resume_config(run_dir: str, given: dict[str, Any]) -> TrainConfig:
+    """The run's own config; flags that differ from it are an error, except ``--n-updates`` (extends the run)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"--resume {run_dir}: no config.json there (not a run directory written by agents.train)")
+    saved = json.loads(path.read_text())
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    for name, value in given.items():
+        if name != "n_updates" and value != getattr(cfg, name):
+            raise ValueError(
+                f"{flag_of(name)} {value} differs from the run's {getattr(cfg, name)} ({path}): a resumed run keeps its "
+                "config; drop the flag (only --n-updates may change, to extend the run)"
+            )
+    if "n_updates" in given:
+        cfg.n_updates = given["n_updates"]
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    cfg = TrainConfig(**vars(args))
+    """CLI entry point. Exit status: 0, 1 with ``error: ...`` for a bad config, 130 on Ctrl-C."""
+    args = vars(_parser().parse_args(argv))
+    resume = args.pop("resume")
     try:
-        cfg.validate()
+        cfg = _resume_config(resume, args) if resume else TrainConfig(**args)
+        cfg.validate()  # before any run directory exists
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    train(cfg)
+    try:
+        train(cfg, resume=resume)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
+
+class _CallableModule(types.ModuleType):
+    """``agents.train`` is this module and, for ``from agents import train``, the function:
+    the import system binds the submodule over the package attribute, so the module itself
+    calls :func:`train`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()

@@ -153,6 +153,7 @@ def test_no_placeholder_is_trained_on() -> None:
 def test_rollouts_complete_every_stored_episode() -> None:
     model = _model(n=3, n_epochs=1)
     model.n_steps = 12  # a rollout boundary inside episodes (8-15 tokens)
+    model._setup_model()  # a buffer with room for 12 steps plus the longest episode
     for _ in range(2):
         buf = _collect(model)
         for row in range(3):

@@ -1,0 +1,156 @@
+"""``TrainConfig``: every hyperparameter of a run, the one place their defaults live.
+
+The algorithm classes (:mod:`agents.ppo`, ...) take their constructor defaults from
+:data:`DEFAULTS`, the CLI (``python -m agents.train``) builds one flag per field with the
+field's ``help``, and :meth:`TrainConfig.validate` checks every value before anything is
+built or written, naming the flag, the value and the allowed range.
+
+Defaults: the paper's where it has one (batch 16 completions per update, gamma 1,
+GAE lambda 0.95, clip 0.2, value clip 0.2, vf_coef 0.1, 4 epochs, KL 0.2 adaptive to
+target 6 over horizon 10000, pure sampling). Two departures, for the small embedded
+model on a 2-core CPU: ``lr`` 1e-4 (the paper's 1.41e-5 is for 124M-parameter GPT-2;
+on the 0.9M-parameter embedded model it barely moves in a few minutes) and minibatches
+of 4 completions (the paper's trl uses 1; 4 keeps an update cheap).
+
+This module imports nothing heavy (no torch, no SB3), so ``import agents`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "token_ppo")
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+def _f(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field whose one-line ``help`` the CLI prints."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a run (each is a CLI flag: ``--episodes-per-update`` etc.)."""
+
+    env_id: str = _f("abc_gym/Sentiment-v0", "registered abc_gym env id", flag="--env")
+    algo: str = _f("token_ppo", "algorithm", choices=ALGOS)
+    reward_mode: str = _f("abc", "credit mode of the env: abc, sparse, uniform or oracle")
+    beta: float = _f(0.8, "ABC mix: beta * attention credit + (1 - beta) * sparse, in [0, 1]")
+    seed: int = _f(0, "seed of the env rows (seed + i), torch and numpy")
+    n_updates: int = _f(60, "rollouts + updates: the run's horizon (schedules end here); ignored when --steps is set")
+    steps: int | None = _f(None, "env timesteps instead of --n-updates (SB3's total_timesteps)")
+    episodes_per_update: int = _f(16, "completions per rollout (= parallel envs, one episode each)")
+    lr: float = _f(1e-4, "learning rate (Adam)")
+    lr_final: float | None = _f(None, "linear decay of the learning rate from --lr to this at the last update (None: constant)")
+    n_epochs: int = _f(4, "passes over each rollout (PPO, MaskablePPO, TokenPPO)")
+    minibatch_episodes: int = _f(4, "minibatch size in completions (per-transition algorithms: that many completions' steps)")
+    gamma: float = _f(1.0, "discount factor, in [0, 1]")
+    gae_lambda: float = _f(0.95, "GAE lambda, in [0, 1]")
+    clip_range: float = _f(0.2, "PPO ratio clip, > 0")
+    clip_range_vf: float | None = _f(0.2, "value clip around the rollout values (None: no clipping)")
+    vf_coef: float = _f(0.1, "value-loss weight in the shared loss")
+    ent_coef: float = _f(0.0, "entropy bonus weight")
+    max_grad_norm: float = _f(0.5, "gradient-norm clip")
+    normalize_advantage: bool = _f(True, "whiten advantages per minibatch")
+    kl_coef: float = _f(0.2, "initial coefficient of the per-token KL penalty to the initial policy")
+    adaptive_kl: bool = _f(True, "adapt the KL coefficient towards --kl-target (trl's controller)")
+    kl_target: float = _f(6.0, "target summed KL per completion of the adaptive controller")
+    kl_horizon: float = _f(10000.0, "horizon (completions) of the adaptive controller")
+    top_k: int = _f(50, "maskable_ppo: NLPO mask, the reference policy's top-k tokens (0 = off)")
+    top_p: float = _f(0.95, "maskable_ppo: NLPO mask, the reference policy's top-p nucleus, in (0, 1]")
+    trpo_target_kl: float = _f(0.01, "trpo: KL bound of the trust region")
+    trpo_cg_max_steps: int = _f(10, "trpo: conjugate-gradient iterations")
+    model: str | None = _f(None, "actor model, path or hub id (None: the env's own policy model)")
+    separate_value_model: bool | None = _f(None, "value head on its own trunk (None: shared, except TRPO)")
+    device: str = _f("auto", "torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N")
+    threads: int = _f(1, "torch CPU threads; 1 is fastest for the small model on a small CPU")
+    log_dir: str | None = _f("runs", "parent of the run directory (None: no files, no TensorBoard, no model)")
+    save_path: str | None = _f(None, "model file (default: <run directory>/model.zip)")
+    run_name: str | None = _f(None, "run directory name (default: <algo>_<mode>_seed<seed>_<time>)")
+    progress: bool = _f(True, "progress bar")
+    quiet: bool = _f(False, "no summary line")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the flag, the value and the allowed range for the first bad value."""
+        from abc_gym.credit import check_beta, check_reward_mode
+
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algorithm {self.algo!r}: use one of {', '.join(ALGOS)}")
+        check_reward_mode(self.reward_mode)
+        check_beta(self.beta)
+        _check_range(self, "seed", 0, MAX_SEED)
+        _check_range(self, "episodes_per_update", 1)
+        if not (1 <= self.minibatch_episodes <= self.episodes_per_update):
+            raise ValueError(
+                f"minibatch_episodes={self.minibatch_episodes} cannot be drawn from {self.episodes_per_update} "
+                "episodes per update: use 1 <= --minibatch-episodes <= --episodes-per-update"
+            )
+        if self.steps is None:
+            _check_range(self, "n_updates", 1)
+        elif self.steps < self.episodes_per_update:
+            raise ValueError(f"--steps {self.steps}: less than one env step per episode, must be >= --episodes-per-update")
+        _check_range(self, "lr", 0.0, lo_open=True)
+        if self.lr_final is not None:
+            _check_range(self, "lr_final", 0.0)
+        _check_range(self, "n_epochs", 1)
+        _check_range(self, "gamma", 0.0, 1.0)
+        _check_range(self, "gae_lambda", 0.0, 1.0)
+        _check_range(self, "clip_range", 0.0, lo_open=True)
+        if self.clip_range_vf is not None:
+            _check_range(self, "clip_range_vf", 0.0, lo_open=True)
+        _check_range(self, "vf_coef", 0.0)
+        _check_range(self, "ent_coef", 0.0)
+        _check_range(self, "max_grad_norm", 0.0, lo_open=True)
+        _check_range(self, "kl_coef", 0.0)
+        _check_range(self, "kl_target", 0.0, lo_open=True)
+        _check_range(self, "kl_horizon", 0.0, lo_open=True)
+        _check_range(self, "top_k", 0)
+        _check_range(self, "top_p", 0.0, 1.0, lo_open=True)
+        _check_range(self, "trpo_target_kl", 0.0, lo_open=True)
+        _check_range(self, "trpo_cg_max_steps", 1)
+        _check_range(self, "threads", 1)
+        if self.model is not None and _looks_like_path(self.model) and not os.path.exists(self.model):
+            raise ValueError(f"--model {self.model}: the path does not exist (give a model directory or a hub id)")
+        check_device(self.device)
+
+
+DEFAULTS = TrainConfig()
+"""The defaults every algorithm class takes its constructor defaults from."""
+
+
+def flag_of(name: str) -> str:
+    """The CLI flag of a ``TrainConfig`` field (``env_id`` -> ``--env``, ``n_epochs`` -> ``--n-epochs``)."""
+    meta = {f.name: f.metadata for f in fields(TrainConfig)}.get(name, {})
+    return meta.get("flag", "--" + name.replace("_", "-"))
+
+
+def check_device(device: str) -> None:
+    """``auto``, ``cpu``, or a CUDA device that exists; anything else is a ``ValueError`` naming the fix."""
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"--device {device}: not a torch device ({err}); use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu or --device auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+
+
+def _check_range(cfg: TrainConfig, name: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+    value = getattr(cfg, name)
+    ok = (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        left = "(" if lo_open else "["
+        allowed = f"in {left}{lo}, {hi}]" if hi is not None else (f"> {lo}" if lo_open else f">= {lo}")
+        raise ValueError(f"{flag_of(name)} {value}: must be {allowed}")
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local path rather than a hub id (``org/name``): absolute, relative with ``.``, or ``~``."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.sep + os.sep in name

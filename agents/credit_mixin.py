@@ -1,0 +1,282 @@
+"""``CreditAssignmentMixin``: what the RLHF setting adds to an SB3 on-policy algorithm.
+
+Each algorithm (:mod:`agents.ppo`, :mod:`agents.a2c`, :mod:`agents.trpo`,
+:mod:`agents.maskable_ppo`) is the SB3 / sb3-contrib class plus this mixin:
+
+- the env: a registered id string becomes a batched :class:`TokenGenerationSB3VecEnv`;
+  anything that is not a token env is refused with a clear error;
+- the policy: :class:`~agents.policy.TransformerActorCriticPolicy`, its LM defaulting to
+  the env's own policy model;
+- rollouts (:meth:`collect_rollouts`), "complete first": collect ``n_steps`` steps per
+  env, then keep stepping while any env has an episode begun in this rollout still
+  running (those envs keep storing; envs whose episode ended stop storing). Every
+  stored episode is therefore complete when the update runs, and its credit has been
+  written back. The steps an env takes after it stopped storing belong to an episode
+  that is never stored: the env is reset at the start of the next rollout, so that
+  episode is dropped whole (never trained on, never half-credited);
+- credit: at each episode's end, ``info["token_rewards"]`` minus the per-token KL
+  penalty is written over that episode's steps (:mod:`agents.buffers`); the reference
+  log-probs come from one teacher-forced forward of the frozen initial policy;
+- KL coefficient: fixed or adaptive (:mod:`agents.kl`), updated once per rollout;
+- horizon: ``learn(n_updates=N)`` (or ``model.max_updates = N``) runs N updates and the
+  schedules (learning rate, clip range) run from their start value at the first update to
+  their final value at the last; without it SB3's ``total_timesteps`` is the horizon;
+- metrics (:mod:`agents.metrics`): one dict per update in :attr:`update_metrics` (and the
+  ``on_update`` hook), and one row per update in SB3's logger (``rlhf/*``, ``train/*``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents import compat
+from agents.buffers import CreditDictRolloutBuffer
+from agents.env_util import check_token_env, env_policy_path, make_token_vec_env
+from agents.kl import make_kl_controller, sequence_log_probs
+from agents.metrics import rollout_stats, update_metrics
+from agents.policy import TransformerActorCriticPolicy
+
+TOKEN_POLICY_ALIASES: dict[str, type[BasePolicy]] = {"TransformerPolicy": TransformerActorCriticPolicy}
+
+
+class CreditAssignmentMixin:
+    """Token-credit write-back, KL penalty, complete-episode rollouts, update horizon and metrics (see module doc)."""
+
+    credit_buffer_class: ClassVar[type] = CreditDictRolloutBuffer
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = TOKEN_POLICY_ALIASES
+
+    # set by _init_credit
+    kl_coef: float
+    adaptive_kl: bool
+    kl_target: float
+    kl_horizon: float
+
+    def _init_credit(
+        self,
+        env: Any,
+        policy_kwargs: dict[str, Any] | None,
+        kl_coef: float,
+        adaptive_kl: bool,
+        kl_target: float,
+        kl_horizon: float,
+        n_steps: int = 1,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Check the env, fill in the policy's LM, set the KL and bookkeeping attributes (call before SB3's ``__init__``)."""
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1 (steps per env before episodes are completed), got {n_steps}")
+        if isinstance(env, str):
+            env = make_token_vec_env(env)
+        policy_kwargs = dict(policy_kwargs or {})
+        if env is not None:
+            check_token_env(env)
+            if policy_kwargs.get("model_name_or_path") is None:
+                path = env_policy_path(env)
+                if path is None:
+                    raise ValueError(
+                        "the env has no policy_name_or_path: pass policy_kwargs=dict(model_name_or_path=...) "
+                        "with a causal LM that uses the env's tokenizer"
+                    )
+                policy_kwargs["model_name_or_path"] = path
+        self.kl_coef, self.adaptive_kl = float(kl_coef), bool(adaptive_kl)
+        self.kl_target, self.kl_horizon = float(kl_target), float(kl_horizon)
+        self.kl_ctl = None
+        self.max_updates: int | None = None  # updates per learn() call; None: total_timesteps decides
+        self._update_horizon: tuple[int, int] | None = None  # (first, last) update number of this learn()
+        self._n_completed_updates = 0  # over the model's whole history (saved: a resumed run continues it)
+        self.update_metrics: list[dict[str, Any]] = []
+        self.on_update: Callable[[dict[str, Any]], None] | None = None
+        self._in_episode: np.ndarray | None = None
+        self._rollout_stats: dict[str, Any] = {}
+        self._t0 = 0.0
+        return env, policy_kwargs
+
+    def _setup_model(self) -> None:
+        super()._setup_model()  # type: ignore[misc]
+        if self.n_steps < 1:  # type: ignore[attr-defined]
+            raise ValueError(f"n_steps must be >= 1 (steps per env before episodes are completed), got {self.n_steps}")
+        max_len = int(self.observation_space["input_ids"].shape[0])  # type: ignore[attr-defined, index]
+        # n_steps, plus room to finish an episode begun on the last of them (an episode is < L steps).
+        self.rollout_buffer = self.credit_buffer_class(
+            self.n_steps + max_len,  # type: ignore[attr-defined]
+            self.observation_space,  # type: ignore[attr-defined]
+            self.action_space,  # type: ignore[attr-defined]
+            device=self.device,  # type: ignore[attr-defined]
+            gamma=self.gamma,  # type: ignore[attr-defined]
+            gae_lambda=self.gae_lambda,  # type: ignore[attr-defined]
+            n_envs=self.n_envs,  # type: ignore[attr-defined]
+        )
+        self.ref_model = self.policy.frozen_copy()  # type: ignore[attr-defined]
+        self._ref_cache = None
+        if self.kl_ctl is None:  # a loaded model keeps its adapted coefficient
+            self.kl_ctl = make_kl_controller(self.kl_coef, self.adaptive_kl, self.kl_target, self.kl_horizon)
+
+    def _excluded_save_params(self) -> list[str]:
+        # The horizon and the episode state belong to one learn() call: a loaded model starts afresh.
+        per_call = ["max_updates", "_update_horizon", "_in_episode", "_t0"]
+        return [*super()._excluded_save_params(), "ref_model", "_ref_cache", "on_update", *per_call]  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ horizon
+    def learn(self, total_timesteps: int | None = None, *args: Any, n_updates: int | None = None, **kwargs: Any):
+        """SB3's ``learn``, or ``learn(n_updates=N)``: exactly N updates, schedules spanning them.
+
+        :param total_timesteps: env timesteps (SB3's horizon); ignored when ``n_updates`` is given.
+        :param n_updates: number of rollouts + updates; the schedules reach their final value at the last.
+        """
+        if n_updates is not None:
+            if n_updates < 1:
+                raise ValueError(f"n_updates must be >= 1, got {n_updates}")
+            self.max_updates = int(n_updates)
+        if self.max_updates is not None:
+            total_timesteps = self.max_updates * self.max_rollout_timesteps()
+        if total_timesteps is None:
+            raise TypeError("learn() needs total_timesteps or n_updates")
+        return super().learn(total_timesteps, *args, **kwargs)  # type: ignore[misc]
+
+    def max_rollout_timesteps(self) -> int:
+        """Upper bound of the env timesteps of one rollout: ``n_steps`` plus the longest episode, per env."""
+        max_len = int(self.observation_space["input_ids"].shape[0])  # type: ignore[attr-defined, index]
+        return (self.n_steps + max_len) * self.n_envs  # type: ignore[attr-defined]
+
+    def _setup_learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True, *args: Any, **kwargs: Any):
+        if self.max_updates is None:
+            self._update_horizon = None
+        else:
+            done = self._n_completed_updates
+            # As SB3 with timesteps: reset_num_timesteps=False continues the schedules of the run so far.
+            first = done + 1 if reset_num_timesteps else 1
+            self._update_horizon = (first, done + self.max_updates)
+        # SB3 resets the env when reset_num_timesteps; otherwise the env may be new (a loaded model): reset it
+        # at the first rollout, which only drops episodes that are never stored.
+        self._in_episode = None if reset_num_timesteps else np.ones(self.n_envs, dtype=bool)  # type: ignore[attr-defined]
+        self._t0 = time.time() - (self.update_metrics[-1]["wall_time"] if self.update_metrics else 0.0)
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, *args, **kwargs)  # type: ignore[misc]
+
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        if self._update_horizon is None:
+            super()._update_current_progress_remaining(num_timesteps, total_timesteps)  # type: ignore[misc]
+            return
+        first, last = self._update_horizon
+        upcoming = self._n_completed_updates + 1  # SB3 calls this between the rollout and its update
+        compat.set_progress_remaining(self, 1.0 - (upcoming - first) / (last - first) if last > first else 1.0)
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        """SB3 dumps a row here, before the update; keep its records for the one row :meth:`train` writes."""
+        with compat.deferred_dump(self.logger):  # type: ignore[attr-defined]
+            super().dump_logs(iteration)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ rollouts
+    def _rollout_action_masks(self, env: VecEnv, obs: dict[str, th.Tensor]) -> np.ndarray | None:
+        """``(N, V)`` bool masks for this step, or ``None`` (overridden by MaskablePPO)."""
+        return None
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int, *_: Any, **__: Any
+    ) -> bool:
+        """Fill the buffer with complete, credited episodes (see module doc)."""
+        if self._update_horizon is not None and self._n_completed_updates >= self._update_horizon[1]:
+            return False
+        t_start = time.time()
+        policy = self.policy  # type: ignore[attr-defined]
+        policy.set_training_mode(False)
+        rollout_buffer.reset()
+        n_envs = env.num_envs
+        if self._in_episode is None:
+            self._in_episode = ~np.asarray(self._last_episode_starts, dtype=bool)  # type: ignore[attr-defined]
+        if self._in_episode.any():  # drop the unstored tails of the last rollout: every episode starts here
+            self._last_obs = env.reset()  # type: ignore[attr-defined]
+            self._last_episode_starts = np.ones(n_envs, dtype=bool)  # type: ignore[attr-defined]
+            self._in_episode = np.zeros(n_envs, dtype=bool)
+        storing = np.ones(n_envs, dtype=bool)
+        callback.on_rollout_start()
+        n_steps = 0
+        while True:
+            if n_steps >= n_rollout_steps:
+                storing &= self._in_episode  # past the budget only unfinished episodes go on
+                if not storing.any():
+                    break
+            with th.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[attr-defined]
+                masks = self._rollout_action_masks(env, obs_tensor)
+                if masks is None:
+                    actions, values, log_probs = policy(obs_tensor)
+                else:
+                    actions, values, log_probs = policy(obs_tensor, action_masks=masks)
+            actions = actions.cpu().numpy()
+            new_obs, _, dones, infos = env.step(actions)  # env rewards are 0 / R: the credit comes from infos
+            self.num_timesteps += n_envs  # type: ignore[attr-defined]
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)  # type: ignore[attr-defined]
+            rows = np.flatnonzero(storing)
+            rollout_buffer.add_rows(rows, self._last_obs, actions, self._last_episode_starts, values, log_probs, masks)  # type: ignore[attr-defined]
+            if policy.last_rollout_entropy is not None:
+                rollout_buffer.step_entropy.extend(policy.last_rollout_entropy[th.as_tensor(rows)].tolist())
+            finished = [int(r) for r in rows if dones[r]]
+            if finished:
+                self._finish_episodes(rollout_buffer, finished, infos)
+            self._in_episode = ~np.asarray(dones, dtype=bool)
+            self._last_obs = new_obs  # type: ignore[attr-defined]
+            self._last_episode_starts = dones  # type: ignore[attr-defined]
+            n_steps += 1
+
+        rollout_buffer.compute_returns_and_advantage()
+        self._end_rollout(rollout_buffer, time.time() - t_start)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _finish_episodes(self, buffer: Any, rows: list[int], infos: list[dict[str, Any]]) -> None:
+        """Credit write-back for the episodes that ended on ``rows`` this step (one reference forward)."""
+        for r in rows:
+            if "token_rewards" not in infos[r] or "terminal_observation" not in infos[r]:
+                raise ValueError(
+                    "the env's final step info has no 'token_rewards' / 'terminal_observation': agents need an "
+                    "abc_gym token env (it writes the per-token credit into the final info)"
+                )
+        term = [infos[r]["terminal_observation"] for r in rows]
+        ids = th.as_tensor(np.stack([t["input_ids"] for t in term]), device=self.device).long()  # type: ignore[attr-defined]
+        mask = th.as_tensor(np.stack([t["attention_mask"] for t in term]), device=self.device).long()  # type: ignore[attr-defined]
+        gen_len = th.as_tensor([len(infos[r]["token_rewards"]) for r in rows], device=ids.device)
+        prompt_len = mask.sum(-1) - gen_len
+        ref_lp = sequence_log_probs(self.ref_model, ids, mask, prompt_len, gen_len).cpu().numpy()
+        for j, r in enumerate(rows):
+            buffer.finish_episode(r, infos[r], ref_lp[j, : int(gen_len[j])], self.kl_ctl.value)
+
+    def _end_rollout(self, buffer: Any, rollout_time: float) -> None:
+        """Episode statistics of this rollout, logged; then the adaptive KL step."""
+        self._rollout_stats = rollout_stats(buffer, self.kl_ctl.value, rollout_time)
+        for key, value in self._rollout_stats.items():
+            if value is not None:
+                self.logger.record(f"rlhf/{key}", value)  # type: ignore[attr-defined]
+        self.kl_ctl.update(self._rollout_stats["kl"], len(buffer.episodes))
+
+    # ------------------------------------------------------------------ update
+    def train(self) -> None:
+        """The algorithm's update, then this update's metrics: one logger row, one dict, the hook."""
+        t = time.time()
+        self._update()
+        self._n_completed_updates += 1
+        now = time.time()
+        metrics = update_metrics(
+            self._n_completed_updates, self.num_timesteps, self._rollout_stats,  # type: ignore[attr-defined]
+            dict(self.logger.name_to_value), wall_time=now - self._t0, update_time=now - t,  # type: ignore[attr-defined]
+        )
+        self.logger.record("rlhf/update_time", metrics["update_time"])  # type: ignore[attr-defined]
+        self.logger.dump(step=self.num_timesteps)  # type: ignore[attr-defined]
+        self.update_metrics.append(metrics)
+        if self.on_update is not None:
+            self.on_update(metrics)
+
+    def _update(self) -> None:
+        """The algorithm's own update (SB3's ``train``); TokenPPO replaces it."""
+        super().train()  # type: ignore[misc]
