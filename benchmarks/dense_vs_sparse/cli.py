@@ -173,8 +173,17 @@ def train_benchmark(args: argparse.Namespace, t0: float) -> int:
         import json
 
         payload = json.loads(path.read_text())
+
+        def fresh_config(spec: RunSpec) -> dict[str, Any]:
+            """A stored run's config under this command's settings (also for stored runs it does not plan)."""
+            if spec.name in configs:
+                return configs[spec.name]
+            if args.sweep != "algos":  # outside the algos sweep the learner is one setting for all runs
+                spec = dataclasses.replace(spec, algo=args.algo)
+            return run_config(spec, settings)
+
         try:
-            check_resume(payload, lambda s: configs[s.name] if s.name in configs else run_config(s, settings), path)
+            check_resume(payload, fresh_config, path)
         except ResumeError as err:
             print(err, file=sys.stderr)
             return 2
@@ -210,7 +219,8 @@ def train_benchmark(args: argparse.Namespace, t0: float) -> int:
             if rows:
                 save_results(rows, meta(time.perf_counter() - t0), out)  # again: the signal may have cut a save short
             argv = args.argv if "--resume" in args.argv else [*args.argv, "--resume"]
-            print(f"interrupted by {stop}: workers stopped; kept {kept} finished run(s) (of {len(specs)} planned) in {path}; "
+            stopped = " (worker processes stopped)" if args.jobs > 1 and len(todo) > 1 else ""
+            print(f"interrupted by {stop}{stopped}: kept {kept} finished run(s) of {len(specs)} in {path}; "
                   f"finish with: {PROG} {shlex.join(argv)}", file=sys.stderr, flush=True)
             return stop.exit_code
     wall = time.perf_counter() - t0

@@ -1,0 +1,234 @@
+"""Faults of the dense-vs-sparse benchmark: --resume with other settings, and SIGINT/SIGTERM with worker processes.
+
+The --resume tests run in-process against the real TrainConfig with a fake train(); the
+signal tests start the real CLI (``--smoke --jobs 2``) as a subprocess and signal it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from benchmarks import dense_vs_sparse as bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _agents_importable() -> bool:
+    try:
+        return importlib.util.find_spec("agents.train") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _agents_importable(), reason="agents.train is not importable (another engineer's work)")
+
+
+# ----------------------------------------------------------------------------- --resume checks the stored settings
+
+
+def _stub_agent() -> types.ModuleType:
+    """agents.train with the real TrainConfig and a fake, instant train() that records its configs."""
+    from agents.train import TrainConfig
+
+    calls: list = []
+
+    def train(cfg) -> list[dict]:
+        calls.append(cfg)
+        return [dict(update=u, rm_score=float(u + cfg.seed), gold_score=0.1 * u, kl=0.1, value_loss=1.0)
+                for u in range(1, cfg.n_updates + 1)]
+
+    mod = types.ModuleType("agents.train")
+    mod.TrainConfig, mod.train, mod.calls = TrainConfig, train, calls
+    return mod
+
+
+@pytest.fixture
+def stub(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    mod = _stub_agent()
+    monkeypatch.setitem(sys.modules, "agents.train", mod)
+    return mod
+
+
+def _argv(out: Path, *extra: str) -> list[str]:
+    return ["--seeds", "1", "--jobs", "1", "--out", str(out), *extra]
+
+
+def test_resume_refuses_other_settings_and_names_them(tmp_path: Path, stub: types.ModuleType,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    # The reported fault: a 3-update run was cut short; `--resume --n-updates 5 --set lr=0.01`
+    # kept the stored 3-update run and put it beside new 5-update runs.
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "3", "--modes", "sparse")) == 0
+    stored = (out / "results.json").read_text()
+    stub.calls.clear()
+    capsys.readouterr()
+
+    assert bench.main(_argv(out, "--n-updates", "5", "--modes", "sparse", "abc", "--set", "lr=0.01", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--resume refused" in err
+    assert re.search(r"n_updates: stored 3, now 5 .*--n-updates", err)
+    assert re.search(r"lr: stored [0-9.e-]+, now 0\.01 .*--set lr=", err)
+    assert stub.calls == [] and (out / "results.json").read_text() == stored  # nothing trained, nothing overwritten
+
+    # a stored run that this command does not plan (abc) is checked too, and the learner is a setting
+    assert bench.main(_argv(out, "--n-updates", "3", "--modes", "abc", "--algo", "a2c", "--resume")) == 2
+    assert re.search(r"algo: stored 'ppo', now 'a2c' .*--algo", capsys.readouterr().err)
+
+
+def test_resume_refuses_changed_model_files(tmp_path: Path, stub: types.ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
+    monkeypatch.setattr("benchmarks.dense_vs_sparse.training.model_files_hash", lambda: "retrained")
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse", "--resume")) == 2
+    assert "model files" in capsys.readouterr().err
+
+
+def test_resume_with_same_settings_completes_and_records_configs(tmp_path: Path, stub: types.ModuleType) -> None:
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse", "--set", "lr=0.001")) == 0
+    stub.calls.clear()
+    # other --jobs / --threads-per-job / --log-dir do not change a run's numbers: allowed
+    argv = _argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--set", "lr=0.001", "--threads-per-job", "2",
+                 "--log-dir", str(tmp_path / "logs"), "--resume")
+    assert bench.main(argv) == 0
+    assert [(c.reward_mode, c.lr) for c in stub.calls] == [("abc", 0.001)]
+    payload = json.loads((out / "results.json").read_text())
+    runs = payload["meta"]["runs"]
+    assert len(runs) == 2 and {r["config_hash"] for r in payload["rows"]} == {r["hash"] for r in runs.values()}
+    config = next(iter(runs.values()))["config"]
+    assert config["train"]["n_updates"] == 2 and config["train"]["lr"] == 0.001
+    assert (config["env"]["min_new_tokens"], config["env"]["max_new_tokens"]) == (8, 15) and config["model_files"]
+    assert len(payload["meta"]["commands"]) == 2  # both commands that made these results
+
+
+def test_resume_refuses_results_without_run_configs(tmp_path: Path, stub: types.ModuleType,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    # results.json written before run configs were stored: its settings cannot be checked
+    row = dict(sweep="main", task="Sentiment-v0 (8-15 new tokens)", env_id="abc_gym/Sentiment-v0", condition="sparse",
+               baseline="sparse", algo="ppo", reward_mode="sparse", beta=0.8, seed=0, update=1, rm_score=1.0,
+               gold_score=0.1, kl=0.1, value_loss=1.0, run_wall_s=1.0)
+    bench.save_results([row], {"command": "old"}, tmp_path / "run")
+    assert bench.main(_argv(tmp_path / "run", "--n-updates", "1", "--modes", "sparse", "--resume")) == 2
+    assert "without a stored run config" in capsys.readouterr().err
+    assert stub.calls == []
+
+
+# ----------------------------------------------------------------------------- signals with worker processes
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state, ppid, ...); None if there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc: no psutil)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and int(stat[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"  # a zombie has exited (its new parent just has not reaped it)
+
+
+def _start_and_signal(out: Path, signum: int) -> tuple[subprocess.CompletedProcess, list[int], float]:
+    """Start the smoke benchmark with 2 workers, signal it once a run is stored; return result, workers, exit time."""
+    cmd = [sys.executable, "-m", "benchmarks.dense_vs_sparse", "--smoke", "--jobs", "2", "--threads-per-job", "1",
+           "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "results.json").exists():  # saved after each finished run
+            assert proc.poll() is None, f"benchmark ended before a run was stored: {proc.communicate()}"
+            assert time.monotonic() < deadline, "no run finished in 90 s"
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, "expected 2 worker processes (and multiprocessing's resource tracker)"
+        t0 = time.monotonic()
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=20)  # the reported fault: it hung here
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), workers, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _assert_gone(pids: list[int], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "worker processes outlived the benchmark"
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find worker processes")
+
+
+@needs_proc
+def test_sigint_stops_workers_keeps_runs_and_resume_completes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result, workers, exit_s = _start_and_signal(out, signal.SIGINT)
+    assert result.returncode == 130, result.stderr
+    assert exit_s < 20
+    _assert_gone(workers)
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("interrupted")]
+    assert len(lines) == 1, result.stderr
+    m = re.search(r"kept (\d+) finished run\(s\) of 4 in .*; finish with: (.*)$", lines[0])
+    assert m, lines[0]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    kept = {(r["condition"], r["seed"]) for r in rows}
+    assert len(kept) == int(m[1]) >= 1
+
+    # the printed command resumes and completes the benchmark
+    resume = shlex.split(m[2])
+    assert resume[:3] == ["python", "-m", "benchmarks.dense_vs_sparse"] and "--resume" in resume
+    done = subprocess.run([sys.executable, *resume[1:]], cwd=ROOT, capture_output=True, text=True, timeout=90,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert f"({len(kept)} already stored)" in done.stdout
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len({(r["condition"], r["seed"]) for r in rows}) == 4 and len(rows) == 4 * 2  # 4 modes x 2 updates
+
+
+@needs_proc
+def test_sigterm_stops_workers(tmp_path: Path) -> None:
+    result, workers, exit_s = _start_and_signal(tmp_path / "run", signal.SIGTERM)
+    assert result.returncode == 143, result.stderr
+    assert exit_s < 20
+    _assert_gone(workers)
+    assert "kept" in result.stderr and "--resume" in result.stderr
+
+
+@needs_proc
+def test_failed_run_in_a_worker_stops_the_benchmark(tmp_path: Path) -> None:
+    # one run's error must end the benchmark with the worker's traceback, not hang or leave the other worker running
+    cmd = [sys.executable, "-m", "benchmarks.dense_vs_sparse", "--smoke", "--jobs", "2", "--threads-per-job", "1",
+           "--set", "minibatch_episodes=1000", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode != 0
+    assert "minibatch_episodes" in done.stderr  # the worker's error reaches the user
