@@ -2,9 +2,12 @@
 
 When the reward model (RM) has its own tokenizer, it reads the decoded text of
 prompt + completion. A policy token receives the value of every RM token whose
-character span overlaps its own. Zero-width tokens (specials such as EOS) overlap no
-text; a trailing policy special token (EOS) receives the RM's trailing specials
-(e.g. BERT's [SEP]), since both mark the end of the text.
+character span overlaps its own. Zero-width tokens (specials such as EOS or PAD, which
+decode to no text) overlap nothing and receive nothing, with one exception: the first
+EOS after the end of the text receives the RM's trailing specials (e.g. BERT's
+``[SEP]``), since both mark the end of the text. Exactly one policy token can receive
+them, so a run of invisible tokens (``"ar"`` + 7 PADs, EOS + PADs) never gets a copy
+of the ``[SEP]`` value per token.
 """
 
 from __future__ import annotations
@@ -41,29 +44,50 @@ def token_char_spans(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> 
 
 
 def overlap_matrix(
-    policy_spans: Sequence[tuple[int, int]], rm_offsets: Sequence[tuple[int, int]], text_length: int
+    policy_spans: Sequence[tuple[int, int]],
+    rm_offsets: Sequence[tuple[int, int]],
+    text_length: int,
+    end_token: int | None = None,
 ) -> torch.Tensor:
     """``(P, R)`` 0/1 matrix: policy token ``p`` overlaps RM token ``r`` in characters.
 
-    RM specials have ``(0, 0)`` offsets; those after the last text token count as
-    trailing and go to trailing zero-width policy tokens (see module doc).
+    RM specials have ``(0, 0)`` offsets and overlap nothing. Those after the last text
+    token (trailing, e.g. ``[SEP]``) go to the one policy token ``end_token`` (the trailing
+    EOS, see :func:`trailing_eos_index`), provided it is zero-width at the end of the text;
+    with ``end_token=None`` they go nowhere.
     """
     p_spans = torch.tensor(policy_spans, dtype=torch.long).view(-1, 2)
     r_spans = torch.tensor(rm_offsets, dtype=torch.long).view(-1, 2)
     ps, pe = p_spans[:, :1], p_spans[:, 1:]
     rs, re = r_spans[:, 0].unsqueeze(0), r_spans[:, 1].unsqueeze(0)
     m = ((ps < re) & (rs < pe)).to(torch.float32)
-
+    if end_token is None:
+        return m
+    start, end = (int(x) for x in p_spans[end_token])
+    if not (start == end >= text_length):
+        raise ValueError(f"end_token {end_token} spans characters {start}-{end}: only a zero-width token after the text can take the RM's trailing specials")
     r_zero = (r_spans[:, 0] == r_spans[:, 1]).tolist()
     r_text = [i for i, z in enumerate(r_zero) if not z]
     last_text = r_text[-1] if r_text else -1
     trailing_rm = [i for i, z in enumerate(r_zero) if z and i > last_text]
-    p_zero = (p_spans[:, 0] == p_spans[:, 1]) & (p_spans[:, 0] >= text_length)
-    trailing_p = torch.nonzero(p_zero).flatten().tolist()
-    if trailing_rm and trailing_p:
-        for p in trailing_p:
-            m[p, trailing_rm] = 1.0
+    if trailing_rm:
+        m[end_token, trailing_rm] = 1.0
     return m
+
+
+def trailing_eos_index(
+    policy_ids: Sequence[int], spans: Sequence[tuple[int, int]], text_length: int, eos_id: int | None
+) -> int | None:
+    """Index of the first EOS among the zero-width tokens after the text, or ``None``.
+
+    This is the one policy token that takes the RM's trailing specials (module doc).
+    """
+    if eos_id is None:
+        return None
+    for i, (token, (start, end)) in enumerate(zip(policy_ids, spans)):
+        if int(token) == eos_id and start == end >= text_length:
+            return i
+    return None
 
 
 def map_to_policy_tokens(
@@ -72,9 +96,13 @@ def map_to_policy_tokens(
     policy_ids: Sequence[int],
     rm_offsets: Sequence[tuple[int, int]],
 ) -> torch.Tensor:
-    """Carry per-RM-token ``values`` ``(R,)`` onto policy tokens: ``(P,)`` with ``P = len(policy_ids)``."""
+    """Carry per-RM-token ``values`` ``(R,)`` onto policy tokens: ``(P,)`` with ``P = len(policy_ids)``.
+
+    Zero-width policy tokens get 0, except the trailing EOS, which gets the RM's trailing specials.
+    """
     text, spans = token_char_spans(policy_tokenizer, policy_ids)
-    m = overlap_matrix(spans, rm_offsets, len(text)).to(values.device)
+    end_token = trailing_eos_index(policy_ids, spans, len(text), policy_tokenizer.eos_token_id)
+    m = overlap_matrix(spans, rm_offsets, len(text), end_token).to(values.device)
     return m @ values.to(torch.float32)
 
 

@@ -14,12 +14,9 @@ Layout of a row (length ``L = max_prompt_tokens + max_new_tokens``)::
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,37 +24,32 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from abc_gym.alignment import char_weights_to_tokens, token_char_spans
+from abc_gym.compat.torch import one_thread_in_forked_children
 from abc_gym.credit import check_beta, check_reward_mode, last_token_index, normalise_weights, token_rewards
+from abc_gym.device import Device, resolve_device
+from abc_gym.prompts import load_prompt_list
 from abc_gym.reward_model import RewardModel
+from abc_gym.validation import check_actions, check_bool, check_callable, check_int
 
 GoldScorer = Callable[[str], float]
 GoldCredit = Callable[[str], Sequence[tuple[int, int, float]]]
 
+# gymnasium's AsyncVectorEnv forks after the parent built (and ran) one env: see compat/torch.py.
+one_thread_in_forked_children()
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> ``cuda`` when available, else ``cpu``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+__all__ = [
+    "AutoresetStep",
+    "FinishedEpisode",
+    "GoldCredit",
+    "GoldScorer",
+    "SETTABLE",
+    "TokenEpisodes",
+    "load_prompt_list",
+    "resolve_device",
+]
 
-
-def load_prompt_list(prompts: Sequence[str] | str | os.PathLike) -> list[str]:
-    """Prompts as a list of strings, or a path to a ``.json`` list / ``.txt`` file (one per line)."""
-    if isinstance(prompts, (str, os.PathLike)):
-        path = Path(prompts)
-        if not path.is_file():
-            raise FileNotFoundError(f"prompts file {str(path)!r} does not exist: pass a list of strings or a file path")
-        if path.suffix == ".json":
-            loaded = json.loads(path.read_text())
-            if isinstance(loaded, dict):  # {"prompts": [...]} with metadata beside it
-                loaded = loaded.get("prompts")
-        else:
-            loaded = [line for line in path.read_text().splitlines() if line.strip()]
-        prompts = loaded
-    prompts = list(prompts)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError("prompts must be a non-empty list of strings")
-    return prompts
+# Settings that may change between episodes (``set_attr`` / assignment); each is validated on set.
+SETTABLE: tuple[str, ...] = ("reward_mode", "beta", "min_new_tokens", "eos_ends_episode", "record_attention")
 
 
 @dataclass
@@ -93,6 +85,38 @@ class FinishedEpisode:
         return info
 
 
+@dataclass
+class AutoresetStep:
+    """One batched step with the finished rows already reset (both vector front ends use it).
+
+    rewards: ``(N,)`` float64 (0, or R on a row's final step); terminated: ``(N,)`` bool.
+    finished: the rows that ended, ascending. final_obs: ``input_ids`` / ``attention_mask``
+    ``(len(finished), L)`` int64, the finished rows' last observations in ``finished`` order.
+    final_infos: row -> that episode's final-step info (``token_rewards``, ``score``, ...).
+    """
+
+    rewards: np.ndarray
+    terminated: np.ndarray
+    finished: list[int]
+    final_obs: dict[str, np.ndarray]
+    final_infos: dict[int, dict[str, Any]]
+
+
+@dataclass
+class _ScoringBatch:
+    """The rows being scored, cut to the longest of them.
+
+    ids, mask, completion_mask: ``(B, W)``; prompt_len, gen_len: ``(B,)`` on CPU.
+    """
+
+    rows: torch.Tensor
+    ids: torch.Tensor
+    mask: torch.Tensor
+    completion_mask: torch.Tensor
+    prompt_len: torch.Tensor
+    gen_len: torch.Tensor
+
+
 class TokenEpisodes:
     """N token-generation episodes held as one torch batch.
 
@@ -101,15 +125,13 @@ class TokenEpisodes:
         reward_model: a :class:`~abc_gym.reward_model.RewardModel`.
         prompts: prompt strings.
         num_rows: N.
-        reward_mode: ``sparse`` | ``abc`` | ``uniform`` | ``oracle``.
-        beta: ABC mixing weight.
-        min_new_tokens, max_new_tokens: each episode's length is drawn from this range.
-        max_prompt_tokens: room for the prompt in the observation (default: the longest prompt).
-        eos_ends_episode: an EOS action ends the episode early.
-        gold_scorer: text -> gold score (optional).
-        gold_credit: text -> ``[(start_char, end_char, weight)]`` (needed by ``oracle``).
-        record_attention: also compute ABC attention in the other modes (for analysis).
-        device: where the batch and the reward model live.
+        reward_mode, beta, min_new_tokens, max_new_tokens, max_prompt_tokens,
+        eos_ends_episode, gold_scorer, gold_credit, record_attention, device: see
+            :class:`~abc_gym.config.EnvConfig`, which documents each and builds this engine.
+
+    The settings in :data:`SETTABLE` may be reassigned between episodes and are validated on
+    assignment; ``max_new_tokens`` and ``max_prompt_tokens`` fix the observation length and
+    cannot change.
     """
 
     def __init__(
@@ -128,65 +150,161 @@ class TokenEpisodes:
         gold_scorer: GoldScorer | None = None,
         gold_credit: GoldCredit | None = None,
         record_attention: bool = False,
-        device: str | torch.device = "cpu",
+        device: Device = "auto",
     ) -> None:
-        check_reward_mode(reward_mode)
-        check_beta(beta)
-        if not (1 <= int(min_new_tokens) <= int(max_new_tokens)):
-            raise ValueError(
-                f"need 1 <= min_new_tokens <= max_new_tokens, got min_new_tokens={min_new_tokens}, "
-                f"max_new_tokens={max_new_tokens}: raise max_new_tokens or lower min_new_tokens"
-            )
-        if reward_mode == "oracle" and gold_credit is None:
-            raise ValueError(
-                "reward_mode='oracle' needs the task's gold per-token credit, and this env has no gold_credit: "
-                "use 'abc', 'sparse' or 'uniform', or pass gold_credit=..."
-            )
-        if num_rows < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_rows}")
+        self.num_rows = check_int("num_envs", num_rows, low=1)
         self.tokenizer = tokenizer
         self.reward_model = reward_model
-        self.reward_mode = reward_mode
-        self.beta = float(beta)
-        self.min_new_tokens, self.max_new_tokens = int(min_new_tokens), int(max_new_tokens)
-        self.eos_ends_episode = eos_ends_episode
-        self.gold_scorer, self.gold_credit = gold_scorer, gold_credit
-        self.record_attention = record_attention
         self.device = resolve_device(device)
+        self.gold_scorer = check_callable("gold_scorer", gold_scorer, "text -> float")
+        self.gold_credit = check_callable("gold_credit", gold_credit, "text -> [(start, end, weight)]")
+        self._max_new_tokens = check_int("max_new_tokens", max_new_tokens, low=1)
+        self.min_new_tokens = min_new_tokens
+        self.reward_mode = reward_mode
+        self.beta = beta
+        self.eos_ends_episode = eos_ends_episode
+        self.record_attention = record_attention
         self.vocab_size = len(tokenizer)
         self.eos_id = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
+        self._encode_prompts(prompts, max_prompt_tokens)
+        self.seq_len = self.max_prompt_tokens + self.max_new_tokens
+        self._check_reward_model_positions()
+        self._allocate()
 
-        self.prompts = list(prompts)
-        self.prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in self.prompts]
+    # ---------------------------------------------------------------- settings
+    @property
+    def reward_mode(self) -> str:
+        """``sparse`` | ``abc`` | ``uniform`` | ``oracle`` (``oracle`` needs ``gold_credit``)."""
+        return self._reward_mode
+
+    @reward_mode.setter
+    def reward_mode(self, value: str) -> None:
+        check_reward_mode(value)
+        if value == "oracle" and self.gold_credit is None:
+            raise ValueError(
+                "reward_mode='oracle' needs the task's gold per-token credit, and this env has no gold_credit: "
+                "use 'abc', 'sparse' or 'uniform', or pass gold_credit=..."
+            )
+        self._reward_mode = value
+
+    @property
+    def beta(self) -> float:
+        """ABC mixing weight in [0, 1]."""
+        return self._beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        self._beta = check_beta(value)
+
+    @property
+    def min_new_tokens(self) -> int:
+        """Shortest completion length drawn, in ``[1, max_new_tokens]``."""
+        return self._min_new_tokens
+
+    @min_new_tokens.setter
+    def min_new_tokens(self, value: int) -> None:
+        self._min_new_tokens = check_int(
+            "min_new_tokens",
+            value,
+            low=1,
+            high=self.max_new_tokens,
+            hint=f" (max_new_tokens={self.max_new_tokens}): raise max_new_tokens or lower min_new_tokens; "
+            "need 1 <= min_new_tokens <= max_new_tokens",
+        )
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Longest completion length drawn (fixes the observation length; read-only)."""
+        return self._max_new_tokens
+
+    @property
+    def eos_ends_episode(self) -> bool:
+        """Whether an EOS action ends the episode early."""
+        return self._eos_ends_episode
+
+    @eos_ends_episode.setter
+    def eos_ends_episode(self, value: bool) -> None:
+        self._eos_ends_episode = check_bool("eos_ends_episode", value)
+
+    @property
+    def record_attention(self) -> bool:
+        """Whether ABC attention is also computed (and put in ``info``) in the other modes."""
+        return self._record_attention
+
+    @record_attention.setter
+    def record_attention(self, value: bool) -> None:
+        self._record_attention = check_bool("record_attention", value)
+
+    def set_setting(self, name: str, value: Any) -> None:
+        """Assign one of :data:`SETTABLE` (validated); any other name is an ``AttributeError``."""
+        if name not in SETTABLE:
+            raise AttributeError(
+                f"cannot set {name!r} on a running token env: settable are {', '.join(SETTABLE)} "
+                "(max_new_tokens / max_prompt_tokens fix the observation length: make a new env)"
+            )
+        setattr(self, name, value)
+
+    # ---------------------------------------------------------------- construction steps
+    def _encode_prompts(self, prompts: Sequence[str], max_prompt_tokens: int | None) -> None:
+        """Tokenize the prompts and size the prompt part of the observation."""
+        self.prompts = load_prompt_list(prompts)
+        self.prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in self.prompts]
+        empty = next((i for i, p in enumerate(self.prompt_ids) if not p), None)
+        if empty is not None:
+            raise ValueError(f"prompt {empty} ({self.prompts[empty]!r}) encodes to zero tokens: every prompt needs at least one token")
         longest = max(len(p) for p in self.prompt_ids)
-        if min(len(p) for p in self.prompt_ids) == 0:
-            raise ValueError("a prompt encodes to zero tokens: every prompt needs at least one token")
-        self.max_prompt_tokens = longest if max_prompt_tokens is None else int(max_prompt_tokens)
+        if max_prompt_tokens is None:
+            self.max_prompt_tokens = longest
+        else:
+            self.max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens, low=1)
         if longest > self.max_prompt_tokens:
             bad = next(i for i, p in enumerate(self.prompt_ids) if len(p) == longest)
             raise ValueError(
                 f"prompt {bad} ({self.prompts[bad][:40]!r}...) has {longest} tokens but the observation holds "
                 f"max_prompt_tokens={self.max_prompt_tokens}: raise max_prompt_tokens or shorten the prompt"
             )
-        self.seq_len = self.max_prompt_tokens + self.max_new_tokens
-        rm_limit = reward_model.max_positions
-        if reward_model.same_tokenizer and rm_limit is not None and self.seq_len > rm_limit:
+
+    def _check_reward_model_positions(self) -> None:
+        """The longest episode must fit the reward model's positions (checked now, not at an episode's end).
+
+        Same tokenizer: exact (``max_prompt_tokens + max_new_tokens``). Another tokenizer: the
+        longest prompt in reward-model tokens, plus ``max_new_tokens`` (one reward-model token
+        per generated token), plus its special tokens; a completion that re-tokenizes to more
+        still fails when scored, with the same advice.
+        """
+        rm = self.reward_model
+        limit = rm.max_positions
+        if limit is None:
+            return
+        if rm.same_tokenizer:
+            need = self.seq_len
+            what = f"max_prompt_tokens + max_new_tokens = {self.max_prompt_tokens} + {self.max_new_tokens} = {need}"
+        else:
+            rm_prompt = max(len(ids) for ids in rm.tokenizer(self.prompts, add_special_tokens=False)["input_ids"])
+            specials = rm.tokenizer.num_special_tokens_to_add(pair=False)
+            need = rm_prompt + self.max_new_tokens + specials
+            what = (
+                f"the longest prompt ({rm_prompt} reward-model tokens) + max_new_tokens={self.max_new_tokens} "
+                f"+ {specials} special tokens = {need}"
+            )
+        if need > limit:
             raise ValueError(
-                f"max_prompt_tokens + max_new_tokens = {self.seq_len} exceeds the reward model's {rm_limit} "
-                "positions: lower max_new_tokens or max_prompt_tokens"
+                f"{what} exceeds the reward model's {limit} positions: lower max_new_tokens or max_prompt_tokens "
+                "(or use shorter prompts)"
             )
 
-        n, length = num_rows, self.seq_len
-        self.num_rows = n
-        self.input_ids = torch.full((n, length), self.pad_id, dtype=torch.long, device=self.device)
-        self.attention_mask = torch.zeros((n, length), dtype=torch.long, device=self.device)
-        self.prompt_len = torch.zeros(n, dtype=torch.long, device=self.device)
-        self.gen_len = torch.zeros(n, dtype=torch.long, device=self.device)
-        self.target_len = torch.zeros(n, dtype=torch.long, device=self.device)
+    def _allocate(self) -> None:
+        """The batch tensors, every row ended (``reset_rows`` starts them)."""
+        n, length, dev = self.num_rows, self.seq_len, self.device
+        self.input_ids = torch.full((n, length), self.pad_id, dtype=torch.long, device=dev)
+        self.attention_mask = torch.zeros((n, length), dtype=torch.long, device=dev)
+        self.prompt_len = torch.zeros(n, dtype=torch.long, device=dev)
+        self.gen_len = torch.zeros(n, dtype=torch.long, device=dev)
+        self.target_len = torch.zeros(n, dtype=torch.long, device=dev)
         self.prompt_index = np.zeros(n, dtype=np.int64)
-        self.done = torch.ones(n, dtype=torch.bool, device=self.device)
+        self.done = torch.ones(n, dtype=torch.bool, device=dev)
         self.last_finished: dict[int, FinishedEpisode] = {}
 
     # ---------------------------------------------------------------- episodes
@@ -206,26 +324,18 @@ class TokenEpisodes:
             self.prompt_index[row] = k
             self.done[row] = False
 
-    def validate_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` long actions on the device; raises before any state changes."""
-        actions = torch.as_tensor(actions, device=self.device)
-        if actions.shape != (self.num_rows,):
-            raise ValueError(f"expected {self.num_rows} actions, got shape {tuple(actions.shape)}")
-        if actions.is_floating_point() and not bool((actions == actions.round()).all()):
-            raise ValueError("actions must be integer token ids")
-        actions = actions.long()
-        bad = (actions < 0) | (actions >= self.vocab_size)
-        if bool(bad.any()):
-            raise ValueError(
-                f"action(s) {actions[bad].tolist()} outside the action space [0, {self.vocab_size}): "
-                "actions are token ids of the policy's tokenizer"
-            )
+    def validate_actions(self, actions: Any, *, scalar_ok: bool = False) -> torch.Tensor:
+        """``(N,)`` long actions on the device (see :func:`~abc_gym.validation.check_actions`).
+
+        Raises before any state changes.
+        """
+        actions = check_actions(actions, self.num_rows, self.vocab_size, scalar_ok=scalar_ok).to(self.device)
         if bool(self.done.any()):
             rows = torch.nonzero(self.done).flatten().tolist()
             raise RuntimeError(f"episode(s) {rows} already ended: call reset() before step()")
         return actions
 
-    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, actions: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Append one token per row; score the rows that finish.
 
         Args:
@@ -255,76 +365,135 @@ class TokenEpisodes:
                 rewards[row] = float(ep.token_rewards.sum())
         return rewards, terminated
 
+    def step_autoreset(self, actions: Any, rngs: Sequence[np.random.Generator]) -> AutoresetStep:
+        """:meth:`step`, then snapshot and reset every finished row (row ``i`` draws from ``rngs[i]``).
+
+        The one finish-and-autoreset routine of the vector front ends: each only lays the
+        result out in its library's convention.
+        """
+        rewards, terminated = self.step(actions)
+        finished = sorted(self.last_finished)
+        final_obs = self.observation(finished) if finished else {}
+        final_infos = {row: self.last_finished[row].as_info(self.reward_mode) for row in finished}
+        if finished:
+            self.reset_rows(finished, [rngs[r] for r in finished])
+        return AutoresetStep(rewards.cpu().numpy(), terminated.cpu().numpy(), finished, final_obs, final_infos)
+
     # ---------------------------------------------------------------- scoring
     def score_rows(self, rows: torch.Tensor) -> list[FinishedEpisode]:
-        """Score rows in one reward-model batch and compute their credit."""
-        width = int((self.prompt_len[rows] + self.gen_len[rows]).max())
-        ids = self.input_ids[rows, :width]
+        """Score ``rows`` (``(B,)`` long) in one reward-model batch and compute their credit."""
+        batch = self._gather(rows)
+        want_attention = self.reward_mode == "abc" or self.record_attention
+        out = self.reward_model.score(batch.ids, batch.mask, with_attention=want_attention)
+        score = out.score.to(self.device)
+        texts, spans = self._decode(batch)
+        gold_weights, gold_fallback = self._gold_weights(batch, texts, spans)
+        attention, attention_fallback = self._readable_attention(batch, out.attention)
+        credit = token_rewards(
+            self.reward_mode, score, batch.completion_mask, beta=self.beta, attention=attention, gold_weights=gold_weights
+        ).cpu()
+        attn = normalise_weights(attention, batch.completion_mask, "attention").cpu() if attention is not None else None
+        gold = normalise_weights(gold_weights, batch.completion_mask).cpu() if gold_weights is not None else None
+        return self._episodes(batch, score.cpu(), credit, texts, attn, gold, gold_fallback, attention_fallback)
+
+    def _gather(self, rows: torch.Tensor) -> _ScoringBatch:
+        """Cut the rows to their longest real length and mark their completion positions."""
+        prompt_len, gen_len = self.prompt_len[rows], self.gen_len[rows]
+        width = int((prompt_len + gen_len).max())
         mask = self.attention_mask[rows, :width]
         positions = torch.arange(width, device=self.device)
-        completion_mask = mask.bool() & (positions.unsqueeze(0) >= self.prompt_len[rows].unsqueeze(1))
-        want_attention = self.reward_mode == "abc" or self.record_attention
-        out = self.reward_model.score(ids, mask, with_attention=want_attention)
-        score = out.score.to(self.device)
+        completion_mask = mask.bool() & (positions.unsqueeze(0) >= prompt_len.unsqueeze(1))
+        return _ScoringBatch(
+            rows, self.input_ids[rows, :width], mask, completion_mask, prompt_len.cpu(), gen_len.cpu()
+        )
 
-        ids_cpu, plen, glen = ids.cpu(), self.prompt_len[rows].cpu(), self.gen_len[rows].cpu()
-        texts, gold_w = [], []
-        for b in range(len(rows)):
-            p, g = int(plen[b]), int(glen[b])
-            full_text, spans = token_char_spans(self.tokenizer, ids_cpu[b, : p + g].tolist())
-            texts.append(full_text)
-            if self.gold_credit is not None:
-                w = torch.zeros(width, dtype=torch.float64)
-                w[: p + g] = char_weights_to_tokens(self.gold_credit(full_text), spans)
-                gold_w.append(w)
-        gold_weights = torch.stack(gold_w).to(self.device) if gold_w else None
-        gold_fallback = None
-        if gold_weights is not None:
-            # A completion with no gold-relevant word (e.g. no sentiment word): the gold rule
-            # gives no preference, so its credit is uniform; flagged in info, never hidden.
-            gold_fallback = ((gold_weights * completion_mask).sum(-1) <= 0).cpu()
-            gold_weights = torch.where(gold_fallback.to(self.device).unsqueeze(-1), completion_mask.double(), gold_weights)
+    def _decode(self, batch: _ScoringBatch) -> tuple[list[str], list[list[tuple[int, int]]]]:
+        """Each row's decoded prompt + completion and its tokens' character spans."""
+        ids = batch.ids.cpu()
+        texts, spans = [], []
+        for b in range(len(batch.rows)):
+            n = int(batch.prompt_len[b] + batch.gen_len[b])
+            text, row_spans = token_char_spans(self.tokenizer, ids[b, :n].tolist())
+            texts.append(text)
+            spans.append(row_spans)
+        return texts, spans
 
-        attention_fallback = None
-        if out.attention is not None:
-            # The scored row can be blind to the whole completion (e.g. a completion made only of
-            # the reward model's pad id, which transformers' head skips). Then there is no attention
-            # to spread: that row gets sparse credit, flagged in info and warned about, never hidden.
-            attention = out.attention.to(self.device).double()
-            attention_fallback = (attention * completion_mask).sum(-1) <= 0
-            if bool(attention_fallback.any()):
-                warnings.warn(
-                    f"{int(attention_fallback.sum())} completion(s) got no reward-model attention (scored row "
-                    "cannot see them); their ABC credit is sparse (info['abc_sparse_fallback'] is True)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                onehot = torch.zeros_like(attention)
-                onehot[torch.arange(len(rows), device=self.device), last_token_index(completion_mask)] = 1.0
-                attention = torch.where(attention_fallback.unsqueeze(-1), onehot, attention)
-            out.attention = attention
-            attention_fallback = attention_fallback.cpu()
+    def _gold_weights(
+        self, batch: _ScoringBatch, texts: list[str], spans: list[list[tuple[int, int]]]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Gold per-token weights ``(B, W)`` float64 and a ``(B,)`` bool uniform-fallback flag (or Nones).
 
-        credit = token_rewards(
-            self.reward_mode, score, completion_mask, beta=self.beta, attention=out.attention, gold_weights=gold_weights
-        ).cpu()
-        attn = normalise_weights(out.attention, completion_mask, "attention").cpu() if out.attention is not None else None
-        gold_norm = normalise_weights(gold_weights, completion_mask).cpu() if gold_weights is not None else None
+        A completion with no gold-relevant word (e.g. no sentiment word): the gold rule gives
+        no preference, so its gold credit is uniform; flagged in info, never hidden.
+        """
+        if self.gold_credit is None:
+            return None, None
+        width = batch.ids.shape[1]
+        rows = []
+        for text, row_spans in zip(texts, spans):
+            w = torch.zeros(width, dtype=torch.float64)
+            w[: len(row_spans)] = char_weights_to_tokens(self.gold_credit(text), row_spans)
+            rows.append(w)
+        weights = torch.stack(rows).to(self.device)
+        completion = batch.completion_mask
+        fallback = (weights * completion).sum(-1) <= 0
+        weights = torch.where(fallback.unsqueeze(-1), completion.double(), weights)
+        return weights, fallback.cpu()
 
+    def _readable_attention(
+        self, batch: _ScoringBatch, attention: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Attention ``(B, W)`` float64 with blind rows made sparse, and their ``(B,)`` bool flag (or Nones).
+
+        The scored row can be blind to the whole completion (e.g. a completion made only of
+        the reward model's pad id, which transformers' head skips). Then there is no
+        attention to spread: that row gets sparse credit, flagged in info and warned about,
+        never hidden.
+        """
+        if attention is None:
+            return None, None
+        completion = batch.completion_mask
+        attention = attention.to(self.device).double()
+        fallback = (attention * completion).sum(-1) <= 0
+        if bool(fallback.any()):
+            warnings.warn(
+                f"{int(fallback.sum())} completion(s) got no reward-model attention (scored row cannot see them); "
+                "their ABC credit is sparse (info['abc_sparse_fallback'] is True)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            onehot = torch.zeros_like(attention)
+            onehot[torch.arange(len(batch.rows), device=self.device), last_token_index(completion)] = 1.0
+            attention = torch.where(fallback.unsqueeze(-1), onehot, attention)
+        return attention, fallback.cpu()
+
+    def _episodes(
+        self,
+        batch: _ScoringBatch,
+        score: torch.Tensor,
+        credit: torch.Tensor,
+        texts: list[str],
+        attention: torch.Tensor | None,
+        gold: torch.Tensor | None,
+        gold_fallback: torch.Tensor | None,
+        attention_fallback: torch.Tensor | None,
+    ) -> list[FinishedEpisode]:
+        """One :class:`FinishedEpisode` per scored row, cut to its completion (all inputs on CPU)."""
+        ids = batch.ids.cpu()
         episodes = []
-        for b in range(len(rows)):
-            p, g = int(plen[b]), int(glen[b])
+        for b in range(len(batch.rows)):
+            p, g = int(batch.prompt_len[b]), int(batch.gen_len[b])
             sl = slice(p, p + g)
-            completion = ids_cpu[b, sl]
+            completion = ids[b, sl]
             ep = FinishedEpisode(
                 token_rewards=credit[b, sl].numpy(),
                 score=float(score[b]),
                 text=self.tokenizer.decode(completion.tolist(), skip_special_tokens=True),
-                prompt=self.prompts[int(self.prompt_index[int(rows[b])])],
+                prompt=self.prompts[int(self.prompt_index[int(batch.rows[b])])],
                 completion_ids=completion.numpy().astype(np.int64),
-                attention=None if attn is None else attn[b, sl].numpy(),
+                attention=None if attention is None else attention[b, sl].numpy(),
                 gold_score=None if self.gold_scorer is None else float(self.gold_scorer(texts[b])),
-                gold_credit=None if gold_norm is None else gold_norm[b, sl].numpy(),
+                gold_credit=None if gold is None else gold[b, sl].numpy(),
             )
             if gold_fallback is not None:
                 ep.extra["gold_credit_uniform_fallback"] = bool(gold_fallback[b])

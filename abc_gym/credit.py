@@ -26,6 +26,8 @@ from typing import Literal
 
 import torch
 
+from abc_gym.validation import check_real
+
 RewardMode = Literal["sparse", "abc", "uniform", "oracle"]
 REWARD_MODES: tuple[str, ...] = ("sparse", "abc", "uniform", "oracle")
 
@@ -36,10 +38,14 @@ def check_reward_mode(mode: str) -> None:
         raise ValueError(f"unknown reward_mode {mode!r}: use one of {', '.join(REWARD_MODES)}")
 
 
-def check_beta(beta: float) -> None:
-    """Raise a ``ValueError`` if ``beta`` is outside [0, 1] (the paper's mixing weight)."""
-    if not (0.0 <= float(beta) <= 1.0):
-        raise ValueError(f"beta must be in [0, 1] (0 = sparse, 1 = pure attention credit), got {beta}")
+def check_beta(beta: float) -> float:
+    """``beta`` as a float in [0, 1] (the paper's mixing weight).
+
+    Raises:
+        TypeError: not a number (``"0.8"``, ``True``).
+        ValueError: outside [0, 1] or NaN.
+    """
+    return check_real("beta", beta, low=0.0, high=1.0, hint=" (0 = sparse, 1 = pure attention credit)")
 
 
 def last_token_index(completion_mask: torch.Tensor) -> torch.Tensor:
@@ -135,7 +141,7 @@ def abc_credit(
     Returns:
         ``(B, L)`` float64 token rewards summing to R.
     """
-    check_beta(beta)
+    beta = check_beta(beta)
     mask = completion_mask.bool()
     a = normalise_weights(attention, mask, name="attention")
     onehot = torch.zeros_like(a)

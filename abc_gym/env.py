@@ -10,56 +10,15 @@ episode's steps.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from abc_gym.core import GoldCredit, GoldScorer, TokenEpisodes, load_prompt_list, resolve_device
-from abc_gym.hub import load_pretrained
+from abc_gym.config import EnvConfig
+from abc_gym.core import TokenEpisodes
 from abc_gym.render import render_ansi
-from abc_gym.reward_model import RewardModel
-
-RewardModelSpec = str | os.PathLike | RewardModel | Callable[..., RewardModel]
-
-
-def build_episodes(
-    policy: str | os.PathLike | PreTrainedTokenizerBase,
-    reward_model: RewardModelSpec,
-    prompts: Sequence[str] | str | os.PathLike,
-    num_rows: int,
-    *,
-    device: str | torch.device = "auto",
-    reward_model_kwargs: dict[str, Any] | None = None,
-    **episode_kwargs: Any,
-) -> TokenEpisodes:
-    """Load the policy's tokenizer and the reward model, and build the batched engine.
-
-    Args:
-        policy: path or hub id of the policy (only its tokenizer is loaded here), or a tokenizer.
-        reward_model: path / hub id, a :class:`RewardModel`, or a factory
-            ``f(policy_tokenizer, device) -> RewardModel``.
-        prompts: list of strings, a ``.json`` / ``.txt`` file, or ``f(tokenizer) -> list[str]``.
-        num_rows: number of parallel episodes.
-    """
-    if policy is None or reward_model is None:
-        raise TypeError("TokenGeneration needs policy= (path or hub id) and reward_model= (path, hub id or RewardModel)")
-    dev = resolve_device(device)
-    tokenizer = policy if isinstance(policy, PreTrainedTokenizerBase) else load_pretrained(AutoTokenizer, policy)
-    if isinstance(reward_model, RewardModel):
-        rm = reward_model
-    elif callable(reward_model) and not isinstance(reward_model, (str, os.PathLike)):
-        rm = reward_model(tokenizer, dev)
-    else:
-        rm = RewardModel.from_pretrained(reward_model, tokenizer, device=dev, **(reward_model_kwargs or {}))
-    if callable(prompts):
-        prompts = prompts(tokenizer)  # e.g. a task's loader that cuts prompts with the policy's tokenizer
-    return TokenEpisodes(tokenizer, rm, load_prompt_list(prompts), num_rows, device=dev, **episode_kwargs)
 
 
 def observation_space(episodes: TokenEpisodes) -> spaces.Dict:
@@ -83,66 +42,28 @@ class TokenGenerationEnv(gym.Env):
     or after a length drawn from ``[min_new_tokens, max_new_tokens]``.
 
     Args:
-        policy: path or hub id of the policy model (its tokenizer defines the actions;
-            agents load the model from :attr:`policy_name_or_path`).
-        reward_model: path / hub id of an ``AutoModelForSequenceClassification``, a
-            :class:`RewardModel`, or a factory ``f(tokenizer, device)``.
-        prompts: list of strings or a ``.json`` / ``.txt`` file.
-        reward_mode: ``"abc"`` (default), ``"sparse"``, ``"uniform"`` or ``"oracle"``.
-        beta: ABC mixing weight in [0, 1] (paper default 0.8).
-        min_new_tokens, max_new_tokens: completion length range.
-        max_prompt_tokens: room for the prompt (default: the longest prompt).
-        eos_ends_episode: end the episode when the EOS token is chosen.
-        gold_scorer / gold_credit: the task's gold score and gold per-word credit.
-        record_attention: also put the ABC attention in ``info`` in other modes.
-        reward_model_kwargs: forwarded to :meth:`RewardModel.from_pretrained`.
-        device: ``"auto"`` (cuda if available), ``"cpu"``, ``"cuda"``, ...
+        policy, reward_model, prompts: positional or keyword; these and every other keyword
+            (``reward_mode``, ``beta``, ``min_new_tokens``, ``max_new_tokens``,
+            ``max_prompt_tokens``, ``eos_ends_episode``, ``gold_scorer``, ``gold_credit``,
+            ``record_attention``, ``reward_model_kwargs``, ``device``) are the fields of
+            :class:`~abc_gym.config.EnvConfig`, documented there and checked before any
+            model is loaded.
         render_mode: ``None`` or ``"ansi"``.
+
+    :attr:`policy_name_or_path` is the policy's path or hub id, or ``None`` when a tokenizer
+    object was passed as ``policy``.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
-        self,
-        policy: str | os.PathLike | None = None,
-        reward_model: RewardModelSpec | None = None,
-        prompts: Sequence[str] | str | os.PathLike | None = None,
-        *,
-        reward_mode: str = "abc",
-        beta: float = 0.8,
-        min_new_tokens: int = 8,
-        max_new_tokens: int = 15,
-        max_prompt_tokens: int | None = None,
-        eos_ends_episode: bool = True,
-        gold_scorer: GoldScorer | None = None,
-        gold_credit: GoldCredit | None = None,
-        record_attention: bool = False,
-        reward_model_kwargs: dict[str, Any] | None = None,
-        device: str | torch.device = "auto",
-        render_mode: str | None = None,
+        self, policy: Any = None, reward_model: Any = None, prompts: Any = None, *, render_mode: str | None = None, **settings: Any
     ) -> None:
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
-        if prompts is None:
-            raise TypeError("TokenGeneration needs prompts= (a list of strings or a .json/.txt file)")
-        self.episodes = build_episodes(
-            policy,
-            reward_model,
-            prompts,
-            1,
-            device=device,
-            reward_model_kwargs=reward_model_kwargs,
-            reward_mode=reward_mode,
-            beta=beta,
-            min_new_tokens=min_new_tokens,
-            max_new_tokens=max_new_tokens,
-            max_prompt_tokens=max_prompt_tokens,
-            eos_ends_episode=eos_ends_episode,
-            gold_scorer=gold_scorer,
-            gold_credit=gold_credit,
-            record_attention=record_attention,
-        )
-        self.policy_name_or_path = policy if not isinstance(policy, PreTrainedTokenizerBase) else None
+        self.config = EnvConfig.from_kwargs(policy=policy, reward_model=reward_model, prompts=prompts, **settings)
+        self.episodes = self.config.build(1)
+        self.policy_name_or_path = self.config.policy_name_or_path
         self.tokenizer = self.episodes.tokenizer
         self.reward_model = self.episodes.reward_model
         self.observation_space = observation_space(self.episodes)
@@ -163,9 +84,8 @@ class TokenGenerationEnv(gym.Env):
     def step(self, action: int):
         if bool(self.episodes.done[0]):
             raise RuntimeError("the episode has ended: call reset() before step()")
-        if isinstance(action, np.ndarray) and action.shape not in ((), (1,)):
-            raise ValueError(f"expected one token id, got an array of shape {action.shape}")
-        rewards, terminated = self.episodes.step(torch.as_tensor(np.asarray(action).reshape(1)))
+        actions = self.episodes.validate_actions(action, scalar_ok=True)
+        rewards, terminated = self.episodes.step(actions)
         info = self._info()
         if 0 in self.episodes.last_finished:
             info.update(self.episodes.last_finished[0].as_info(self.reward_mode))

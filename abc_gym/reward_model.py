@@ -34,13 +34,16 @@ from typing import Literal
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from abc_gym.alignment import map_to_policy_tokens, token_char_spans
+from abc_gym.alignment import map_to_policy_tokens
 from abc_gym.attention import ROW_ATTENTION, RowRequest, capture_rows
 from abc_gym.compat.transformers import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    missing_keys,
+    quiet_loading,
     supports_attention_backend,
 )
+from abc_gym.device import Device, resolve_device
 from abc_gym.hub import load_pretrained
 
 Pooling = Literal["auto", "last", "cls", "mean"]
@@ -71,7 +74,8 @@ class RewardModel:
             default: the label whose name starts with "pos", else index 1.
         pooling: which row(s) the score is read at, see module doc.
         attention_source: ``"row"`` or ``"eager"``, see module doc.
-        device: where the model runs.
+        device: where the model runs: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``,
+            ``"cuda"``, ... (:func:`~abc_gym.device.resolve_device`). The model is moved there.
     """
 
     def __init__(
@@ -83,13 +87,13 @@ class RewardModel:
         positive_label: int | str | None = None,
         pooling: Pooling = "auto",
         attention_source: AttentionSource = "row",
-        device: str | torch.device = "cpu",
+        device: Device = "auto",
     ) -> None:
         if pooling not in ("auto", "last", "cls", "mean"):
             raise ValueError(f"unknown pooling {pooling!r}: use 'auto', 'last', 'cls' or 'mean'")
         if attention_source not in ("row", "eager"):
             raise ValueError(f"unknown attention_source {attention_source!r}: use 'row' or 'eager'")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.policy_tokenizer = policy_tokenizer
@@ -114,15 +118,36 @@ class RewardModel:
         name_or_path: str | os.PathLike,
         policy_tokenizer: PreTrainedTokenizerBase,
         *,
-        device: str | torch.device = "cpu",
+        device: Device = "auto",
         positive_label: int | str | None = None,
         pooling: Pooling = "auto",
         attention_source: AttentionSource = "row",
         **load_kwargs,
     ) -> RewardModel:
-        """Load by local path or hub id; offline with a missing id raises a clear ``OSError``."""
+        """Load by local path or hub id.
+
+        Raises:
+            OSError: offline with a hub id that is not cached (naming the fix).
+            ValueError: the checkpoint lacks weights of the sequence-classification model,
+                e.g. a causal-LM or base-model checkpoint without a trained score head, which
+                transformers would silently initialise at random.
+        """
+        resolve_device(device)  # a bad device fails before the load
         attn = "eager" if attention_source == "eager" else "sdpa"
-        model = load_pretrained(AutoModelForSequenceClassification, name_or_path, attn_implementation=attn, **load_kwargs)
+        with quiet_loading():
+            model, info = load_pretrained(
+                AutoModelForSequenceClassification, name_or_path, attn_implementation=attn, output_loading_info=True, **load_kwargs
+            )
+        missing = missing_keys(info)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            raise ValueError(
+                f"reward model {os.fspath(name_or_path)!r} has no trained sequence-classification head: the checkpoint "
+                f"lacks {shown}, which transformers would initialise at random (is it a causal-LM or base-model "
+                "checkpoint?). Pass a checkpoint that contains a trained sequence-classification head "
+                "(saved from *ForSequenceClassification after training), or pass a loaded "
+                "RewardModel(model, tokenizer, policy_tokenizer) as reward_model="
+            )
         tokenizer = load_pretrained(AutoTokenizer, name_or_path)
         return cls(
             model,
@@ -273,10 +298,6 @@ class RewardModel:
             ids = input_ids[b, :n].tolist()
             out[b, :n] = map_to_policy_tokens(attn[b], self.policy_tokenizer, ids, offsets[b])
         return out
-
-    def text_spans(self, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
-        """Decoded text of policy ``ids`` and each token's character span in it."""
-        return token_char_spans(self.policy_tokenizer, ids)
 
 
 def _is_decoder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -13,41 +13,50 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 try:
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError('abc_gym.sb3_vec_env needs stable-baselines3: pip install "abc_gym[agents]"') from err
 
-from abc_gym.env import build_episodes, observation_space
+from abc_gym.config import EnvConfig
+from abc_gym.env import observation_space
+from abc_gym.validation import check_int
 from abc_gym.vector_env import row_generators
 
 
 class TokenGenerationSB3VecEnv(VecEnv):
     """``num_envs`` token-generation episodes as one SB3 ``VecEnv`` (one torch batch).
 
-    Takes the keyword arguments of :class:`~abc_gym.env.TokenGenerationEnv`, plus ``num_envs``.
-    Row ``i`` is seeded with ``seed + i`` (SB3's convention), so it matches a single env
-    seeded with ``seed + i``.
+    Takes ``num_envs`` and the keywords of :class:`~abc_gym.config.EnvConfig` (the same as
+    :class:`~abc_gym.env.TokenGenerationEnv`). Row ``i`` is seeded with ``seed + i``
+    (SB3's convention), so it matches a single env seeded with ``seed + i``.
+    :attr:`policy_name_or_path` is the policy's path or hub id, or ``None`` when a
+    tokenizer object was passed as ``policy``.
     """
 
-    def __init__(self, num_envs: int = 1, policy: Any = None, reward_model: Any = None, prompts: Any = None, **kwargs: Any):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        policy: Any = None,
+        reward_model: Any = None,
+        prompts: Any = None,
+        *,
+        render_mode: str | None = None,
+        **settings: Any,
+    ) -> None:
         from gymnasium import spaces
 
-        if prompts is None:
-            raise TypeError("TokenGeneration needs prompts= (a list of strings or a .json/.txt file)")
-        kwargs.pop("render_mode", None)
-        device = kwargs.pop("device", "auto")
-        rm_kwargs = kwargs.pop("reward_model_kwargs", None)
-        self.episodes = build_episodes(
-            policy, reward_model, prompts, num_envs, device=device, reward_model_kwargs=rm_kwargs, **kwargs
-        )
-        self.policy_name_or_path = policy
+        if render_mode is not None:
+            raise ValueError("the batched env does not render; use TokenGenerationEnv with render_mode='ansi'")
+        num_envs = check_int("num_envs", num_envs, low=1)
+        self.config = EnvConfig.from_kwargs(policy=policy, reward_model=reward_model, prompts=prompts, **settings)
+        self.episodes = self.config.build(num_envs)
+        self.policy_name_or_path = self.config.policy_name_or_path
         self.render_mode = None
         super().__init__(num_envs, observation_space(self.episodes), spaces.Discrete(self.episodes.vocab_size))
         self._rngs = row_generators(num_envs, None)
-        self._actions: torch.Tensor | None = None
+        self._actions: Any = None
 
     @classmethod
     def from_env_id(cls, env_id: str, num_envs: int = 1, **overrides: Any) -> TokenGenerationSB3VecEnv:
@@ -71,21 +80,20 @@ class TokenGenerationSB3VecEnv(VecEnv):
         return self.episodes.observation()
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = torch.as_tensor(np.asarray(actions).reshape(self.num_envs))
+        """``actions``: ``(num_envs,)`` integer token ids; anything else is refused here, before stepping."""
+        self._actions = self.episodes.validate_actions(actions)
 
     def step_wait(self):
-        rewards, terminated = self.episodes.step(self._actions)
-        dones = terminated.cpu().numpy()
+        actions, self._actions = self._actions, None
+        if actions is None:
+            raise RuntimeError("step_wait() without step_async(actions): call step(actions)")
+        result = self.episodes.step_autoreset(actions, self._rngs)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        finished = sorted(self.episodes.last_finished)
-        if finished:
-            snapshot = self.episodes.observation(finished)
-            for j, row in enumerate(finished):
-                infos[row] = self.episodes.last_finished[row].as_info(self.episodes.reward_mode)
-                infos[row]["terminal_observation"] = {k: v[j] for k, v in snapshot.items()}
-                infos[row]["TimeLimit.truncated"] = False
-            self.episodes.reset_rows(finished, [self._rngs[r] for r in finished])
-        return self.episodes.observation(), rewards.cpu().numpy().astype(np.float32), dones, infos
+        for j, row in enumerate(result.finished):
+            infos[row] = result.final_infos[row]
+            infos[row]["terminal_observation"] = {k: v[j] for k, v in result.final_obs.items()}
+            infos[row]["TimeLimit.truncated"] = False
+        return self.episodes.observation(), result.rewards.astype(np.float32), result.terminated, infos
 
     def close(self) -> None:
         pass
@@ -100,7 +108,14 @@ class TokenGenerationSB3VecEnv(VecEnv):
         return [getattr(target, attr_name)] * len(self._get_indices(indices))
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        setattr(self.episodes, attr_name, value)
+        """Change a setting of every row, validated now (see ``core.SETTABLE``); rows share one engine."""
+        rows = sorted(self._get_indices(indices))
+        if rows != list(range(self.num_envs)):
+            raise ValueError(
+                f"set_attr({attr_name!r}) on rows {rows}: the {self.num_envs} rows share one engine, so a setting "
+                "applies to all of them (indices=None)"
+            )
+        self.episodes.set_setting(attr_name, value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
         rows = list(self._get_indices(indices))

@@ -15,14 +15,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from abc_gym.config import EnvConfig
 from abc_gym.core import TokenEpisodes
-from abc_gym.env import build_episodes, observation_space
+from abc_gym.env import observation_space
+from abc_gym.validation import check_int
 
 
 def row_generators(num_rows: int, seed: int | Sequence[int | None] | None) -> list[np.random.Generator]:
@@ -59,10 +60,12 @@ def batch_infos(infos: Sequence[dict[str, Any] | None], num_envs: int) -> dict[s
 class TokenGenerationVecEnv(VectorEnv):
     """``num_envs`` token-generation episodes held as one torch batch (see module doc).
 
-    Takes the same keyword arguments as :class:`~abc_gym.env.TokenGenerationEnv`, plus
-    ``num_envs``. ``device="auto"`` puts the batch and the reward model on ``cuda`` when
-    available. :attr:`episodes` is the underlying :class:`~abc_gym.core.TokenEpisodes`,
-    for learners that want torch tensors without a numpy round trip.
+    Takes ``num_envs`` and the keywords of :class:`~abc_gym.config.EnvConfig` (the same as
+    :class:`~abc_gym.env.TokenGenerationEnv`). ``device="auto"`` puts the batch and the
+    reward model on ``cuda`` when available. :attr:`episodes` is the underlying
+    :class:`~abc_gym.core.TokenEpisodes`, for learners that want torch tensors without a
+    numpy round trip. :attr:`policy_name_or_path` is the policy's path or hub id, or
+    ``None`` when a tokenizer object was passed as ``policy``.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -74,19 +77,15 @@ class TokenGenerationVecEnv(VectorEnv):
         reward_model: Any = None,
         prompts: Any = None,
         *,
-        device: str | torch.device = "auto",
-        reward_model_kwargs: dict[str, Any] | None = None,
         render_mode: str | None = None,
-        **episode_kwargs: Any,
+        **settings: Any,
     ) -> None:
         if render_mode is not None:
             raise ValueError("the batched env does not render; use TokenGenerationEnv with render_mode='ansi'")
-        if prompts is None:
-            raise TypeError("TokenGeneration needs prompts= (a list of strings or a .json/.txt file)")
-        self.episodes: TokenEpisodes = build_episodes(
-            policy, reward_model, prompts, num_envs, device=device, reward_model_kwargs=reward_model_kwargs, **episode_kwargs
-        )
-        self.policy_name_or_path = policy
+        num_envs = check_int("num_envs", num_envs, low=1)
+        self.config = EnvConfig.from_kwargs(policy=policy, reward_model=reward_model, prompts=prompts, **settings)
+        self.episodes: TokenEpisodes = self.config.build(num_envs)
+        self.policy_name_or_path = self.config.policy_name_or_path
         self.num_envs = num_envs
         self.single_observation_space = observation_space(self.episodes)
         self.single_action_space = spaces.Discrete(self.episodes.vocab_size)
@@ -112,26 +111,24 @@ class TokenGenerationVecEnv(VectorEnv):
         self.episodes.reset_rows(range(self.num_envs), self._rngs)
         return self.episodes.observation(), self._step_info()
 
-    def step(self, actions: np.ndarray | torch.Tensor):
-        rewards, terminated = self.episodes.step(torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions))
+    def step(self, actions: Any):
+        """``actions``: ``(num_envs,)`` integer token ids (numpy, list or torch); anything else is refused."""
+        result = self.episodes.step_autoreset(actions, self._rngs)
         infos = self._step_info()
-        finished = sorted(self.episodes.last_finished)
-        if finished:
+        if result.finished:
             final_obs = np.full(self.num_envs, None, dtype=object)
-            snapshot = self.episodes.observation(finished)
-            for j, row in enumerate(finished):
-                final_obs[row] = {k: v[j] for k, v in snapshot.items()}
-            final_infos: list[dict[str, Any] | None] = [None] * self.num_envs
-            for row in finished:
-                final_infos[row] = self.episodes.last_finished[row].as_info(self.episodes.reward_mode)
+            for j, row in enumerate(result.finished):
+                final_obs[row] = {k: v[j] for k, v in result.final_obs.items()}
             infos["final_obs"] = final_obs
-            infos["_final_obs"] = terminated.cpu().numpy()
-            infos["final_info"] = batch_infos(final_infos, self.num_envs)
-            infos["_final_info"] = terminated.cpu().numpy()
-            self.episodes.reset_rows(finished, [self._rngs[r] for r in finished])
-        obs = self.episodes.observation()
+            infos["_final_obs"] = result.terminated.copy()
+            infos["final_info"] = batch_infos([result.final_infos.get(i) for i in range(self.num_envs)], self.num_envs)
+            infos["_final_info"] = result.terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
-        return obs, rewards.cpu().numpy(), terminated.cpu().numpy(), truncated, infos
+        return self.episodes.observation(), result.rewards, result.terminated, truncated, infos
+
+    def set_attr(self, name: str, value: Any) -> None:
+        """Change a setting of every row (validated now, not when an episode ends); see ``core.SETTABLE``."""
+        self.episodes.set_setting(name, value)
 
     def action_masks(self) -> np.ndarray:
         """``(N, V)`` bool (EOS masked before ``min_new_tokens``)."""

@@ -24,7 +24,7 @@ def test_bpe_policy_to_wordpiece_reward_model(policy_tokenizer, minilm_tokenizer
     assert spans[-1][0] == spans[-1][1] == len(text), "EOS decodes to no characters"
     enc = minilm_tokenizer(text, return_offsets_mapping=True)
     offsets = [tuple(o) for o in enc["offset_mapping"]]
-    m = overlap_matrix(spans, offsets, len(text))
+    m = overlap_matrix(spans, offsets, len(text), end_token=len(ids) - 1)
     rm_tokens = minilm_tokenizer.convert_ids_to_tokens(enc["input_ids"])
     assert rm_tokens[0] == "[CLS]" and rm_tokens[-1] == "[SEP]"
     assert m[:, 0].sum() == 0, "[CLS] overlaps no policy token"

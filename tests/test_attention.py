@@ -38,7 +38,7 @@ def test_row_equals_eager_decoder(policy_tokenizer, tiny_gpt2_rm):
     logits, full = _eager_last_layer(tiny_gpt2_rm, ids, mask)
     last = mask.sum(-1) - 1  # right padding: the head reads the last real token
     expected = full[torch.arange(len(TEXTS)), last] * mask
-    rm = RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, attention_source="row")
+    rm = RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, device="cpu", attention_source="row")
     out = rm.score(ids, mask)
     torch.testing.assert_close(out.attention, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.score, logits[:, 1] - logits[:, 0], atol=1e-5, rtol=0)
@@ -49,7 +49,7 @@ def test_row_equals_eager_shipped_reward_model(policy_tokenizer):
     ids, mask = _batch(policy_tokenizer, TEXTS)
     _, full = _eager_last_layer(model, ids, mask)
     expected = full[torch.arange(len(TEXTS)), mask.sum(-1) - 1] * mask
-    got = RewardModel(model, policy_tokenizer, policy_tokenizer).score(ids, mask).attention
+    got = RewardModel(model, policy_tokenizer, policy_tokenizer, device="cpu").score(ids, mask).attention
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
@@ -64,7 +64,7 @@ def test_row_equals_eager_encoder(policy_tokenizer, pooling):
     else:
         w = mask.float() / mask.sum(-1, keepdim=True)
         expected = torch.einsum("bq,bqk->bk", w, full)
-    rm = RewardModel(model, policy_tokenizer, policy_tokenizer, pooling=pooling)
+    rm = RewardModel(model, policy_tokenizer, policy_tokenizer, device="cpu", pooling=pooling)
     torch.testing.assert_close(rm.score(ids, mask).attention, expected * mask, atol=1e-5, rtol=0)
 
 
@@ -82,7 +82,7 @@ def test_abc_credit_matches_hand_computation_decoder(policy_tokenizer, tiny_gpt2
     hand = beta * a * r_hand
     hand[-1] += (1 - beta) * r_hand
 
-    rm = RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, attention_source=source)
+    rm = RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, device="cpu", attention_source=source)
     out = rm.score(ids, mask)
     cmask = torch.zeros_like(ids, dtype=torch.bool)
     cmask[0, len(prompt) :] = True
@@ -111,7 +111,7 @@ def test_abc_credit_matches_hand_computation_encoder(minilm_tokenizer, policy_to
     mapped = torch.tensor([sum(float(cls_row[j]) for j, (s, e) in enumerate(offsets) if s < pe and ps < e) for ps, pe in spans])
     a = mapped[len(prompt) :] / mapped[len(prompt) :].sum()
 
-    rm = RewardModel(model, minilm_tokenizer, policy_tokenizer)
+    rm = RewardModel(model, minilm_tokenizer, policy_tokenizer, device="cpu")
     assert not rm.same_tokenizer and rm.pooling == "cls"
     out = rm.score(ids, torch.ones_like(ids))
     torch.testing.assert_close(out.score, logits[:, 1] - logits[:, 0], atol=1e-5, rtol=0)
@@ -124,7 +124,7 @@ def test_abc_credit_matches_hand_computation_encoder(minilm_tokenizer, policy_to
 def test_unreadable_attention_is_a_clear_error(policy_tokenizer, tiny_gpt2_rm):
     tiny_gpt2_rm._supports_attention_backend = False
     with pytest.raises(ValueError, match="attention_source='eager'"):
-        RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, attention_source="row")
+        RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, device="cpu", attention_source="row")
 
 
 def test_eager_model_without_attentions_is_a_clear_error(policy_tokenizer, tiny_gpt2_rm):
@@ -141,7 +141,7 @@ def test_eager_model_without_attentions_is_a_clear_error(policy_tokenizer, tiny_
             out.attentions = None
             return out
 
-    rm = RewardModel(NoAttention(tiny_gpt2_rm), policy_tokenizer, policy_tokenizer, attention_source="eager")
+    rm = RewardModel(NoAttention(tiny_gpt2_rm), policy_tokenizer, policy_tokenizer, device="cpu", attention_source="eager")
     ids = torch.tensor([[5, 6, 7]])
     with pytest.raises(ValueError, match="returned no attention weights"):
         rm.score(ids, torch.ones_like(ids))
@@ -151,14 +151,14 @@ def test_eager_model_without_attentions_is_a_clear_error(policy_tokenizer, tiny_
 
 def test_label_selection(policy_tokenizer, tiny_gpt2_rm):
     with pytest.raises(ValueError, match="not one of the model's labels"):
-        RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, positive_label="GOOD")
-    rm = RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, positive_label=0)
+        RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, device="cpu", positive_label="GOOD")
+    rm = RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, device="cpu", positive_label=0)
     assert (rm.pos_index, rm.neg_index) == (0, 1)
 
 
 def test_pooling_auto_rule(policy_tokenizer, tiny_gpt2_rm):
     """GPT-2 (causal-only type) reads the last token even with a tokenizer that has a [CLS];
     BERT (also a masked LM) reads [CLS] even with a tokenizer without one."""
-    assert RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer).pooling == "last"
+    assert RewardModel(tiny_gpt2_rm, policy_tokenizer, policy_tokenizer, device="cpu").pooling == "last"
     bert = tiny_bert(len(policy_tokenizer), policy_tokenizer.pad_token_id)
-    assert RewardModel(bert, policy_tokenizer, policy_tokenizer).pooling == "cls"
+    assert RewardModel(bert, policy_tokenizer, policy_tokenizer, device="cpu").pooling == "cls"

@@ -13,11 +13,19 @@ Checked against transformers 5.0.0 (the declared floor), 5.17.0 and 5.24.0.
   ``masking_utils.{ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask}`` and the private class flag
   ``PreTrainedModel._supports_attention_backend``.
 - The model-type name mappings that tell decoders from encoders.
+- Loading: ``from_pretrained(..., output_loading_info=True)`` returns ``(model, info)``
+  with ``info["missing_keys"]`` (a list or set of parameter names the checkpoint lacked,
+  which transformers initialises randomly); read by :func:`missing_keys`. Every 5.x
+  checked reports them in a "LOAD REPORT" logged at warning level and shows a "Loading
+  weights" tqdm bar; :func:`quiet_loading` silences both through the public
+  ``transformers.utils.logging`` switches and restores them afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -30,6 +38,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
+from transformers.utils import logging as hf_logging
 
 __all__ = [
     "ALL_MASK_ATTENTION_FUNCTIONS",
@@ -39,6 +48,8 @@ __all__ = [
     "cache_from_layers",
     "cache_layers",
     "forward_with_cache",
+    "missing_keys",
+    "quiet_loading",
     "register_attention",
     "repeat_kv",
     "sdpa_attention_forward",
@@ -88,3 +99,24 @@ def register_attention(name: str, fn: Any) -> None:
     """Register an SDPA-compatible attention function (and SDPA's mask builder) under ``name``."""
     AttentionInterface.register(name, fn)
     ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Within the block: no "Loading weights" progress bar and no load report (verbosity error)."""
+    bar = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def missing_keys(loading_info: Any) -> list[str]:
+    """Sorted parameter names a checkpoint lacked, from ``from_pretrained(..., output_loading_info=True)``'s info."""
+    keys = loading_info.get("missing_keys") if isinstance(loading_info, dict) else getattr(loading_info, "missing_keys", None)
+    return sorted(str(k) for k in (keys or ()))

@@ -16,8 +16,7 @@ from __future__ import annotations
 import random
 from functools import lru_cache
 
-from vaderSentiment.vaderSentiment import BOOSTER_DICT, NEGATE, SentimentIntensityAnalyzer
-
+from abc_gym.compat.vader import BOOSTER_DICT, NEGATE, SentimentIntensityAnalyzer
 from abc_gym.tasks.sentiment.gold import vader_label
 
 # Curated from the VADER lexicon; filtered at import so every kept word really

@@ -27,7 +27,14 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from vaderSentiment.vaderSentiment import BOOSTER_DICT, SentimentIntensityAnalyzer, SentiText, normalize
+from abc_gym.compat.vader import (
+    BOOSTER_DICT,
+    SentimentIntensityAnalyzer,
+    SentiText,
+    but_check,
+    normalize,
+    punctuation_emphasis,
+)
 
 
 @lru_cache(maxsize=1)
@@ -55,8 +62,9 @@ def word_sentiments(text: str) -> list[float]:
     """VADER's per-word ``sentiments`` list for ``text``, one signed entry per whitespace word.
 
     Mirrors the loop of ``SentimentIntensityAnalyzer.polarity_scores`` (vaderSentiment
-    3.3.2) and calls its internals for every rule. Emoji are not translated here
-    (the embedded corpus has none), so the list lines up with ``text.split()``.
+    3.3.2) and calls its internals (:mod:`abc_gym.compat.vader`) for every rule. Emoji
+    are not translated here (the embedded corpus has none), so the list lines up with
+    ``text.split()``.
     """
     sia = analyzer()
     sentitext = SentiText(text.strip())
@@ -70,13 +78,13 @@ def word_sentiments(text: str) -> list[float]:
             sentiments.append(0.0)
             continue
         sentiments = sia.sentiment_valence(0, sentitext, item, i, sentiments)
-    sentiments = sia._but_check(words, sentiments)
+    sentiments = but_check(sia, words, sentiments)
     return [float(s) for s in sentiments]
 
 
 def sentiment_sum_to_compound(total: float, text: str) -> float:
     """VADER's map from the summed sentiments to the compound score (with punctuation emphasis)."""
-    emph = analyzer()._punctuation_emphasis(text)
+    emph = punctuation_emphasis(analyzer(), text)
     if total > 0:
         total += emph
     elif total < 0:
