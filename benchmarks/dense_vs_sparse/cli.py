@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import shlex
@@ -170,8 +171,6 @@ def train_benchmark(args: argparse.Namespace, t0: float) -> int:
     runs: dict[str, dict[str, Any]] = {}  # run name -> its run config and hash (what --resume checks)
     commands: list[str] = []
     if args.resume and path.exists():
-        import json
-
         payload = json.loads(path.read_text())
 
         def fresh_config(spec: RunSpec) -> dict[str, Any]:
