@@ -1,6 +1,6 @@
 """Roll out the shipped policy on ``abc_gym/Sentiment-v0`` and show where each mode puts the credit.
 
-    python -m abc_gym.demo [--episodes 3] [--seed 0] [--env abc_gym/Sentiment-v0]
+    python -m abc_gym.demo [--episodes 3] [--seed 0] [--env abc_gym/Sentiment-v0] [--device auto]
 
 For each completion it prints one row per generated token with its credit under
 sparse, uniform, ABC (beta 0.8) and oracle (gold VADER) credit: the same score R,
@@ -16,15 +16,17 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import abc_gym  # noqa: F401  (registers the ids)
+from abc_gym.compat.transformers import quiet_loading
 from abc_gym.credit import token_rewards
+from abc_gym.device import resolve_device
 
 
 @torch.no_grad()
 def sample_token(model, obs: dict, generator: torch.Generator) -> int:
     """Sample the next token from the policy given the observation (plain sampling, top_k 0 / top_p 1)."""
     n = int(obs["attention_mask"].sum())
-    ids = torch.as_tensor(obs["input_ids"][:n]).unsqueeze(0)
-    logits = model(input_ids=ids).logits[0, -1]
+    ids = torch.as_tensor(obs["input_ids"][:n], device=model.device).unsqueeze(0)
+    logits = model(input_ids=ids).logits[0, -1].float().cpu()
     return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
 
@@ -59,10 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--beta", type=float, default=0.8)
+    parser.add_argument("--device", default="auto", help='"auto" (CUDA when available, else CPU), "cpu", "cuda", ...')
     args = parser.parse_args(argv)
 
-    env = gym.make(args.env, reward_mode="abc", beta=args.beta, record_attention=True, render_mode="ansi", device="cpu")
-    model = AutoModelForCausalLM.from_pretrained(env.unwrapped.policy_name_or_path).eval()
+    device = resolve_device(args.device)
+    env = gym.make(args.env, reward_mode="abc", beta=args.beta, record_attention=True, render_mode="ansi", device=device)
+    with quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(env.unwrapped.policy_name_or_path).to(device).eval()
     generator = torch.Generator().manual_seed(args.seed)
     for episode in range(args.episodes):
         obs, _ = env.reset(seed=args.seed + episode)
