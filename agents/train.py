@@ -89,13 +89,13 @@ def train(config: TrainConfig, on_update: UpdateHook | None = None, resume: str 
     fresh_dir = resume is None and run_dir is not None
     model = None
     try:
-        if run_dir is not None:
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         model = _load_run(cfg, run_dir) if resume is not None else build_model(cfg)
         done = len(model.update_metrics)
         remaining = cfg.n_updates - done
         if resume is not None and remaining < 1 and cfg.steps is None:
-            raise ValueError(f"{run_dir} already has {done} updates: pass --n-updates > {done} to extend it")
+            raise ValueError(f"{run_dir}: the run already has {done} updates; pass --n-updates > {done} to extend it")
+        if run_dir is not None:
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         _set_logger(model, cfg, run_dir, append=resume is not None)
         interrupted = _learn(model, cfg, run_dir, remaining, on_update, resume is not None)
     except BaseException:
@@ -139,11 +139,11 @@ def _load_run(cfg: TrainConfig, run_dir: Path):
 
 def _set_logger(model: Any, cfg: TrainConfig, run_dir: Path | None, append: bool) -> None:
     """SB3's logger: stdout without a progress bar; TensorBoard and ``progress.csv`` in the run directory."""
-    from stable_baselines3.common.logger import Logger, make_output_format
+    from stable_baselines3.common.logger import HumanOutputFormat, Logger, make_output_format
 
     from agents.compat import append_csv_format
 
-    formats = [make_output_format("stdout", "")] if not cfg.quiet and not cfg.progress else []
+    formats = [HumanOutputFormat(sys.stdout)] if not cfg.quiet and not cfg.progress else []
     if run_dir is not None:
         formats.append(make_output_format("tensorboard", str(run_dir)))
         csv = str(run_dir / "progress.csv")
@@ -245,6 +245,10 @@ def _resume_config(run_dir: str, given: dict[str, Any]) -> TrainConfig:
             )
     if "n_updates" in given:
         cfg.n_updates = given["n_updates"]
+    metrics = Path(run_dir) / "metrics.jsonl"
+    done = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+    if cfg.steps is None and cfg.n_updates <= done:
+        raise ValueError(f"--resume {run_dir}: the run already has {done} updates; pass --n-updates > {done} to extend it")
     return cfg
 
 

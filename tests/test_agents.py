@@ -237,3 +237,62 @@ def test_save_load_round_trip(tmp_path) -> None:
     for k, v in hf.state_dict().items():
         assert torch.equal(v, model.policy.lm.state_dict()[k])
     assert ALGORITHMS["ppo"] is PPO
+
+
+# ----------------------------------------------------------------------------- B3, B6
+
+
+def test_trpo_steps_the_query_key_value_weights_of_a_gpt_neox_actor(tmp_path, policy_tokenizer) -> None:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    tok = policy_tokenizer
+    torch.manual_seed(0)
+    GPTNeoXForCausalLM(GPTNeoXConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )).save_pretrained(tmp_path)
+    model = _model(algo="trpo", n=2, model=str(tmp_path), trpo_cg_max_steps=3)
+    qkv = {n: p for n, p in model.policy.lm.named_parameters() if "query_key_value" in n}
+    assert len(qkv) == 4  # weight and bias of 2 layers
+    before = {n: p.detach().clone() for n, p in qkv.items()}
+    stepped: list[set[int]] = []
+    compute = model._compute_actor_grad
+
+    def spy(*args):
+        out = compute(*args)
+        stepped.append({id(p) for p in out[0]})
+        return out
+
+    model._compute_actor_grad = spy
+    model.learn(n_updates=1)
+    critic = {id(p) for p in model.policy.value_head.parameters()} | {id(p) for p in model.policy.value_model.parameters()}
+    assert stepped and all({id(p) for p in qkv.values()} <= s and not (s & critic) for s in stepped)
+    assert all(not torch.equal(before[n], p) for n, p in qkv.items())  # the line search accepted a step that moved them
+
+
+def test_kv_cache_keeps_the_model_dtype() -> None:
+    from agents.env_util import env_policy_path
+    from agents.policy import RowKVCache, base_of
+
+    env = make_token_vec_env(ENV, num_envs=3, seed=0)
+    lm = transformers.AutoModelForCausalLM.from_pretrained(env_policy_path(env), dtype=torch.float64).eval()
+    cache = RowKVCache(base_of(lm), env.observation_space["input_ids"].shape[0])
+    obs = env.reset()
+    for _ in range(3):
+        ids, mask = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+        h = cache.last_hidden(ids, mask)
+        assert h.dtype == torch.float64 and all(k.dtype == torch.float64 for k in cache.keys)
+        with torch.no_grad():
+            full = base_of(lm)(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(h, full[torch.arange(3), mask.sum(-1) - 1], atol=1e-10, rtol=0)
+        obs, _, _, _ = env.step(lm.get_output_embeddings()(h).argmax(-1).numpy())
+
+
+def test_a_tokenizer_is_never_used_as_a_model_path(policy_tokenizer) -> None:
+    from abc_gym.sb3_vec_env import TokenGenerationSB3VecEnv
+
+    env = TokenGenerationSB3VecEnv.from_env_id(ENV, num_envs=2, policy=policy_tokenizer)
+    with pytest.raises(ValueError, match=r"policy_kwargs=dict\(model_name_or_path=\.\.\.\)"):
+        PPO("TransformerPolicy", env)
+    with pytest.raises(ValueError, match="model_name_or_path"):
+        TransformerActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model_name_or_path=policy_tokenizer)
