@@ -66,9 +66,8 @@ def register_length_variant(base_id: str, min_new_tokens: int, max_new_tokens: i
     ``abc_gym/Sentiment-v0`` with 90-109 new tokens becomes ``abc_gym/Sentiment-90-109-v0``:
     the base's entry points and kwargs, only ``min_new_tokens`` / ``max_new_tokens`` changed.
     Registering the same variant again is a no-op. Ids live in the registering process
-    only, so a worker process must call this again (nothing is written to disk).
-    The range must fit the models' positions together with the prompt; the env does not
-    check this here, as the base's models are only loaded by ``gym.make``.
+    only, so a worker process must call this again. Nothing is loaded here, so whether
+    prompt + ``max_new_tokens`` fits the models' positions is left to the caller.
     """
     import gymnasium as gym
     from gymnasium.envs.registration import get_env_id, parse_env_id

@@ -266,6 +266,23 @@ def test_sweep_plans() -> None:
     assert spec.kwargs["reward_model"] == base.kwargs["reward_model"] and spec.vector_entry_point == base.vector_entry_point
 
 
+def test_register_length_variant() -> None:
+    import gymnasium as gym
+
+    from abc_gym.registration import register_length_variant
+
+    env_id = register_length_variant("abc_gym/SentimentLong-v0", 20, 30)
+    assert env_id == "abc_gym/SentimentLong-20-30-v0" and register_length_variant("abc_gym/SentimentLong-v0", 20, 30) == env_id
+    kw, base = gym.spec(env_id).kwargs, gym.spec("abc_gym/SentimentLong-v0").kwargs
+    assert (kw["min_new_tokens"], kw["max_new_tokens"]) == (20, 30)
+    assert {k: v for k, v in kw.items() if "new_tokens" not in k} == {k: v for k, v in base.items() if "new_tokens" not in k}
+    with pytest.raises(ValueError, match="min_new_tokens <= max_new_tokens"):
+        register_length_variant("abc_gym/Sentiment-v0", 9, 8)
+    # the benchmark's worker processes re-register variants from the id alone
+    bench.ensure_env("abc_gym/Sentiment-33-44-v0")
+    assert gym.spec("abc_gym/Sentiment-33-44-v0").kwargs["max_new_tokens"] == 44
+
+
 # ----------------------------------------------------------------------------- smoke run with the real agents
 
 
