@@ -152,5 +152,5 @@ def _check_range(cfg: TrainConfig, name: str, lo: float, hi: float | None = None
 
 
 def _looks_like_path(name: str) -> bool:
-    """A local path rather than a hub id (``org/name``): absolute, relative with ``.``, or ``~``."""
-    return os.path.isabs(name) or name.startswith((".", "~")) or os.sep + os.sep in name
+    """A local path rather than a hub id (``name`` or ``org/name``): absolute, ``./``, ``~``, or two slashes."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
