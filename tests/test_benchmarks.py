@@ -101,6 +101,17 @@ def test_episode_fidelity_by_hand() -> None:
     assert f["spearman_recency"] == pytest.approx(0.0)
 
 
+def test_fidelity_end_to_end_tiny(tmp_path: Path) -> None:
+    # 4 episodes on the default device (TrainConfig's, which may be "auto"): the --fidelity path runs and writes its files
+    out = tmp_path / "fid"
+    argv = ["--fidelity", "--fidelity-envs", "abc_gym/Sentiment-v0", "--fidelity-episodes", "4", "--fidelity-batch", "4",
+            "--out", str(out)]
+    assert bench.main(argv) == 0
+    summary = json.loads((out / "fidelity.json").read_text())["summary"]["abc_gym/Sentiment-v0"]
+    assert summary["episodes"] == 4
+    assert "Spearman(ABC a_t, gold)" in (out / "fidelity.md").read_text()
+
+
 # ----------------------------------------------------------------------------- redraw from results
 
 

@@ -32,7 +32,10 @@ def sample_episodes(env_id: str, n_episodes: int, seed: int, batch: int, device:
     from transformers import AutoModelForCausalLM
 
     import abc_gym  # noqa: F401
+    from abc_gym.device import resolve_device
     from abc_gym.tasks.sentiment import POLICY_PATH
+
+    device = str(resolve_device(device))  # "auto" (TrainConfig's default) is abc_gym's word, not torch's
 
     env = gym.make_vec(
         env_id, num_envs=batch, vectorization_mode="vector_entry_point",
