@@ -71,7 +71,7 @@ def check_actions(actions: Any, num_rows: int, vocab_size: int, *, scalar_ok: bo
     if isinstance(actions, torch.Tensor):
         if actions.dtype == torch.bool or actions.is_floating_point() or actions.is_complex():
             raise TypeError(f"actions must be {allowed} with an integer dtype, got a tensor of dtype {actions.dtype}")
-        values = actions
+        values = actions.long()  # before comparing: torch casts 1907 to uint8 in `uint8_tensor >= 1907`
     else:
         try:
             arr = np.asarray(actions)
@@ -96,4 +96,4 @@ def check_actions(actions: Any, num_rows: int, vocab_size: int, *, scalar_ok: bo
         raise ValueError(
             f"action(s) {bad} outside the action space [0, {vocab_size}): actions are token ids of the policy's tokenizer"
         )
-    return values.long()
+    return values

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from abc_gym.alignment import char_weights_to_tokens, map_to_policy_tokens, overlap_matrix, token_char_spans
+from abc_gym.alignment import (
+    char_weights_to_tokens,
+    map_to_policy_tokens,
+    overlap_matrix,
+    token_char_spans,
+    trailing_eos_index,
+)
 
 
 def test_spans_tile_the_decoded_text(policy_tokenizer):
@@ -46,3 +52,19 @@ def test_char_weights_keep_the_word_total():
     w = char_weights_to_tokens([(2, 5, 1.0), (7, 9, 0.5)], spans)
     assert torch.allclose(w, torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64))
     assert w.sum() == 1.5
+
+
+def test_invisible_tokens_get_nothing_but_the_first_trailing_eos(policy_tokenizer, minilm_tokenizer):
+    """F7: "ar" + EOS + EOS + PAD: only the first trailing EOS takes the [SEP] value; before, each
+    zero-width token after the text got a full copy of it."""
+    eos, pad = policy_tokenizer.eos_token_id, policy_tokenizer.pad_token_id
+    ids = policy_tokenizer("ar", add_special_tokens=False)["input_ids"] + [eos, eos, pad]
+    text, spans = token_char_spans(policy_tokenizer, ids)
+    assert trailing_eos_index(ids, spans, len(text), eos) == len(ids) - 3
+    enc = minilm_tokenizer(text, return_offsets_mapping=True)
+    values = torch.ones(len(enc["input_ids"]))  # every RM token, [CLS] and [SEP] included, carries 1
+    mapped = map_to_policy_tokens(values, policy_tokenizer, ids, [tuple(o) for o in enc["offset_mapping"]])
+    assert mapped[-3] == 1.0 and mapped[-2:].sum() == 0.0
+    pads = policy_tokenizer("ar", add_special_tokens=False)["input_ids"] + [pad] * 7
+    mapped = map_to_policy_tokens(values, policy_tokenizer, pads, [tuple(o) for o in enc["offset_mapping"]])
+    assert mapped[1:].sum() == 0.0, "no EOS: the [SEP] value goes nowhere"

@@ -244,3 +244,47 @@ def test_completion_invisible_to_the_scored_row_is_flagged_not_hidden():
     for _ in range(2):
         _, _, _, _, info = env.step(5)
     assert info["abc_sparse_fallback"] is False
+
+
+# ------------------------------------------------------------------ package layout (issue 8)
+def test_import_is_light_and_exports_resolve():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, abc_gym\n"
+        "heavy = [m for m in ('torch', 'transformers', 'stable_baselines3') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "abc_gym.TokenGenerationEnv, abc_gym.TokenGenerationVecEnv, abc_gym.RewardModel, abc_gym.token_rewards\n"
+        "assert 'stable_baselines3' not in sys.modules\n"
+        "from abc_gym import TokenGenerationSB3VecEnv\n"
+        "assert 'abc_gym/Sentiment-v0' in abc_gym.ENV_IDS\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_front_ends_share_one_config():
+    """The three front ends take exactly EnvConfig's keywords (plus num_envs / render_mode)."""
+    import dataclasses
+
+    from abc_gym.config import EnvConfig
+    from abc_gym.sb3_vec_env import TokenGenerationSB3VecEnv
+
+    names = {f.name for f in dataclasses.fields(EnvConfig)}
+    kw = {"min_new_tokens": 2, "max_new_tokens": 3, "record_attention": True, **FAST}
+    envs = [
+        gym.make("abc_gym/Sentiment-v0", **kw).unwrapped,
+        gym.make_vec("abc_gym/Sentiment-v0", num_envs=2, **kw).unwrapped,
+        TokenGenerationSB3VecEnv.from_env_id("abc_gym/Sentiment-v0", num_envs=2, **kw),
+    ]
+    for env in envs:
+        assert isinstance(env.config, EnvConfig) and set(dataclasses.asdict(env.config)) == names
+        assert env.episodes.record_attention is True and env.episodes.max_new_tokens == 3
+    for make in (
+        lambda: gym.make("abc_gym/Sentiment-v0", nope=1, **FAST),
+        lambda: gym.make_vec("abc_gym/Sentiment-v0", num_envs=2, nope=1, **FAST),
+        lambda: TokenGenerationSB3VecEnv.from_env_id("abc_gym/Sentiment-v0", num_envs=2, nope=1, **FAST),
+    ):
+        with pytest.raises(TypeError, match="unknown env keyword"):
+            make()
