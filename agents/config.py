@@ -44,7 +44,7 @@ class TrainConfig:
     episodes_per_update: int = _f(16, "completions per rollout (= parallel envs, one episode each)")
     lr: float = _f(1e-4, "learning rate (Adam)")
     lr_final: float | None = _f(None, "linear decay of the learning rate from --lr to this at the last update (None: constant)")
-    n_epochs: int = _f(4, "passes over each rollout (PPO, MaskablePPO, TokenPPO)")
+    n_epochs: int = _f(4, "passes over each rollout (PPO, MaskablePPO, TokenPPO; TRPO: critic passes)")
     minibatch_episodes: int = _f(4, "minibatch size in completions (per-transition algorithms: that many completions' steps)")
     gamma: float = _f(1.0, "discount factor, in [0, 1]")
     gae_lambda: float = _f(0.95, "GAE lambda, in [0, 1]")

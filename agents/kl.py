@@ -15,7 +15,10 @@ from transformers import PreTrainedModel
 
 
 class FixedKLController:
-    """Constant coefficient."""
+    """Constant coefficient.
+
+    :param kl_coef: the coefficient, >= 0.
+    """
 
     def __init__(self, kl_coef: float) -> None:
         if kl_coef < 0:
@@ -27,7 +30,12 @@ class FixedKLController:
 
 
 class AdaptiveKLController(FixedKLController):
-    """trl's adaptive controller (paper defaults: init 0.2, target 6, horizon 10000)."""
+    """trl's adaptive controller (paper defaults: init 0.2, target 6, horizon 10000).
+
+    :param init_kl_coef: the initial coefficient, >= 0.
+    :param target: target KL (mean over completions of the summed per-token KL), > 0.
+    :param horizon: completions over which a full proportional correction is applied, > 0.
+    """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float) -> None:
         super().__init__(init_kl_coef)
@@ -41,6 +49,7 @@ class AdaptiveKLController(FixedKLController):
 
 
 def make_kl_controller(kl_coef: float, adaptive: bool, target: float, horizon: float) -> FixedKLController:
+    """The adaptive controller, or a fixed one when ``adaptive`` is false (``target`` and ``horizon`` unused)."""
     return AdaptiveKLController(kl_coef, target, horizon) if adaptive else FixedKLController(kl_coef)
 
 

@@ -101,6 +101,9 @@ class RowKVCache:
     Rows are stored left-padded to a common length ``S <= L`` (so appending one token
     to every row is one batched forward); ``position_ids`` carry each row's true
     positions, so the result equals the right-padded full forward.
+
+    :param trunk: a decoder trunk returning ``last_hidden_state`` (e.g. ``GPT2LMHeadModel.transformer``).
+    :param max_len: ``L``, the observation length (no row is ever longer).
     """
 
     def __init__(self, trunk: nn.Module, max_len: int) -> None:
