@@ -124,17 +124,24 @@ def train(config: TrainConfig, on_update: UpdateHook | None = None, resume: str 
 
 
 def _load_run(cfg: TrainConfig, run_dir: Path):
-    """The model of a run directory, on a fresh env built from ``cfg``."""
+    """The model of a run directory, on a fresh env built from ``cfg``.
+
+    Env rows and RNGs are reseeded with ``seed + updates_done * episodes_per_update``, so the
+    resumed part does not replay the prompts the run started with.
+    """
     from agents.env_util import make_token_vec_env
     from agents.registry import REGISTRY
 
-    path = run_dir / "model.zip"
+    path = Path(cfg.save_path) if cfg.save_path else run_dir / "model.zip"
     if not path.is_file():
-        raise ValueError(f"--resume {run_dir}: no model.zip there (a run saves it at its end or on Ctrl-C)")
-    env = make_token_vec_env(
-        cfg.env_id, num_envs=cfg.episodes_per_update, reward_mode=cfg.reward_mode, beta=cfg.beta, device=cfg.device, seed=cfg.seed
-    )
-    return REGISTRY[cfg.algo].load().load(path, env=env, device=cfg.device)
+        raise ValueError(f"--resume {run_dir}: no {path.name} there (a run saves it at its end or on Ctrl-C)")
+    model = REGISTRY[cfg.algo].load().load(path, device=cfg.device)
+    seed = cfg.seed + len(model.update_metrics) * cfg.episodes_per_update
+    model.set_env(make_token_vec_env(
+        cfg.env_id, num_envs=cfg.episodes_per_update, reward_mode=cfg.reward_mode, beta=cfg.beta, device=cfg.device, seed=seed
+    ))
+    model.set_random_seed(seed)
+    return model
 
 
 def _set_logger(model: Any, cfg: TrainConfig, run_dir: Path | None, append: bool) -> None:
