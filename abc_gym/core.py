@@ -39,6 +39,7 @@ one_thread_in_forked_children()
 
 __all__ = [
     "AutoresetStep",
+    "EpisodeSetting",
     "FinishedEpisode",
     "GoldCredit",
     "GoldScorer",
@@ -50,6 +51,25 @@ __all__ = [
 
 # Settings that may change between episodes (``set_attr`` / assignment); each is validated on set.
 SETTABLE: tuple[str, ...] = ("reward_mode", "beta", "min_new_tokens", "eos_ends_episode", "record_attention")
+
+
+class EpisodeSetting:
+    """A front-end attribute that reads and writes one of :data:`SETTABLE` on ``self.episodes``.
+
+    Writing validates at once (``env.beta = 5`` raises here, not when an episode ends), so
+    ``SyncVectorEnv.set_attr`` and plain assignment behave like the vector envs' ``set_attr``.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if name not in SETTABLE:
+            raise TypeError(f"EpisodeSetting {name!r} is not one of {SETTABLE}")
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.episodes, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.episodes.set_setting(self.name, value)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from abc_gym.config import EnvConfig
-from abc_gym.core import TokenEpisodes
+from abc_gym.core import EpisodeSetting, TokenEpisodes
 from abc_gym.render import render_ansi
 
 
@@ -56,6 +56,13 @@ class TokenGenerationEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
+    # Settings that may change between episodes, validated when assigned (see core.SETTABLE).
+    reward_mode = EpisodeSetting()
+    beta = EpisodeSetting()
+    min_new_tokens = EpisodeSetting()
+    eos_ends_episode = EpisodeSetting()
+    record_attention = EpisodeSetting()
+
     def __init__(
         self, policy: Any = None, reward_model: Any = None, prompts: Any = None, *, render_mode: str | None = None, **settings: Any
     ) -> None:
@@ -70,10 +77,6 @@ class TokenGenerationEnv(gym.Env):
         self.action_space = spaces.Discrete(self.episodes.vocab_size)
         self.render_mode = render_mode
         self._last_info: dict[str, Any] = {}
-
-    @property
-    def reward_mode(self) -> str:
-        return self.episodes.reward_mode
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

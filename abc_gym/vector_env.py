@@ -21,7 +21,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from abc_gym.config import EnvConfig
-from abc_gym.core import TokenEpisodes
+from abc_gym.core import EpisodeSetting, TokenEpisodes
 from abc_gym.env import observation_space
 from abc_gym.validation import check_int
 
@@ -69,6 +69,13 @@ class TokenGenerationVecEnv(VectorEnv):
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    # Settings that may change between episodes, validated when assigned (see core.SETTABLE).
+    reward_mode = EpisodeSetting()
+    beta = EpisodeSetting()
+    min_new_tokens = EpisodeSetting()
+    eos_ends_episode = EpisodeSetting()
+    record_attention = EpisodeSetting()
 
     def __init__(
         self,

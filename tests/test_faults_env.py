@@ -323,6 +323,20 @@ def test_set_attr_validates_on_set(sb3_env, gym_vec_env):
     sb3_env.set_attr("beta", 0.8)
 
 
+def test_assigning_a_setting_validates_it(single_env):
+    """Plain assignment and gymnasium's SyncVectorEnv.set_attr go through the same checks."""
+    with pytest.raises(ValueError, match="beta must be in"):
+        single_env.beta = 5
+    with pytest.raises(TypeError, match="record_attention must be True or False"):
+        single_env.record_attention = "no"
+    sync = gym.make_vec(ENV, num_envs=2, vectorization_mode="sync", **CPU)
+    with pytest.raises(ValueError, match="beta must be in"):
+        sync.set_attr("beta", 5)
+    sync.set_attr("beta", 0.3)
+    assert sync.get_attr("beta") == (0.3, 0.3)
+    assert sync.envs[0].unwrapped.episodes.beta == 0.3
+
+
 # hypothesis: any action value / dtype / container / shape for both vector front ends
 _DTYPES = [
     np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
@@ -375,3 +389,14 @@ def test_vector_env_actions_property(sb3_env, gym_vec_env, data):
             with pytest.raises((TypeError, ValueError), match="action"):
                 step(actions)
             assert torch.equal(engine.gen_len, before), "a refused action changes nothing"
+
+
+def test_forked_worker_after_cuda_gets_a_clear_device_rule(monkeypatch):
+    """A worker forked after its parent used CUDA cannot use CUDA: "auto" is CPU there, "cuda" names the fix."""
+    import abc_gym.device as device_mod
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(device_mod, "in_bad_cuda_fork", lambda: True)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="forked after its parent used CUDA.*'context': 'spawn'"):
+        resolve_device("cuda")
