@@ -14,11 +14,11 @@ from agents.policy import check_token_spaces
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is checked (a CUDA device must exist)."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``"auto"`` -> CUDA when available, else CPU: abc_gym's one device rule, with the CLI's flag in errors."""
+    from abc_gym.device import resolve_device as abc_gym_resolve_device
+
     check_device(str(device))
-    return torch.device(device)
+    return abc_gym_resolve_device(device)
 
 
 def make_token_vec_env(
