@@ -226,9 +226,18 @@ def test_sigterm_stops_workers(tmp_path: Path) -> None:
 
 @needs_proc
 def test_failed_run_in_a_worker_stops_the_benchmark(tmp_path: Path) -> None:
-    # one run's error must end the benchmark with the worker's traceback, not hang or leave the other worker running
+    # one run's error must end the benchmark with the worker's traceback, not hang or leave the other worker running;
+    # an empty folder as the actor model passes TrainConfig's checks and fails only when the worker loads it
+    (tmp_path / "empty_model").mkdir()
     cmd = [sys.executable, "-m", "benchmarks.dense_vs_sparse", "--smoke", "--jobs", "2", "--threads-per-job", "1",
-           "--set", "minibatch_episodes=1000", "--out", str(tmp_path / "run")]
+           "--set", f"model={tmp_path / 'empty_model'}", "--out", str(tmp_path / "run")]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert done.returncode != 0
-    assert "minibatch_episodes" in done.stderr  # the worker's error reaches the user
+    assert done.returncode == 1
+    assert "failed in worker" in done.stderr and "empty_model" in done.stderr
+
+
+def test_bad_setting_is_a_clean_error_before_training(tmp_path: Path, stub: types.ModuleType,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    # TrainConfig rejects the value when the parent builds the run configs: exit 2 with its message, nothing trained
+    assert bench.main(_argv(tmp_path / "run", "--n-updates", "1", "--modes", "sparse", "--set", "minibatch_episodes=1000")) == 2
+    assert "minibatch_episodes" in capsys.readouterr().err and stub.calls == []

@@ -166,7 +166,11 @@ def train_benchmark(args: argparse.Namespace, t0: float) -> int:
         "n_updates": args.n_updates, "episodes_per_update": args.episodes_per_update, "device": args.device,
         "set": parse_set(args.set), "threads_per_job": args.threads_per_job, "log_root": args.log_dir,
     }
-    configs = {s.name: run_config(s, settings) for s in specs}  # also checks TrainConfig before any training
+    try:  # builds every TrainConfig: a bad --set value fails here, before any training
+        configs = {s.name: run_config(s, settings) for s in specs}
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     rows: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Any]] = {}  # run name -> its run config and hash (what --resume checks)
     commands: list[str] = []

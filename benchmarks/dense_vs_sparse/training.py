@@ -87,7 +87,10 @@ def run_config(spec: RunSpec, settings: dict[str, Any]) -> dict[str, Any]:
     import gymnasium as gym
 
     ensure_env(spec.env_id)
-    cfg = asdict(make_train_config(spec, settings, log_dir=None))
+    train_cfg = make_train_config(spec, settings, log_dir=None)
+    if hasattr(train_cfg, "validate"):  # a bad --set value fails in the parent, before any worker starts
+        train_cfg.validate()
+    cfg = asdict(train_cfg)
     kw = gym.spec(spec.env_id).kwargs
     config = {
         "train": {k: v for k, v in cfg.items() if k not in NON_RESULT_FIELDS},
