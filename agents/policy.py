@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 
-from abc_gym.compat.transformers import cache_from_layers, cache_layers, forward_with_cache
+from abc_gym.compat.transformers import RowWriteCache, cache_from_layers, cache_layers, forward_with_cache
+from agents.buffers import EOS_ALLOWED_KEY
 from agents.compat import apply_action_masks
 
 FLOAT_EXACT_IDS = 2**24  # float32 represents every integer below this exactly
@@ -96,11 +97,18 @@ def base_of(model: PreTrainedModel) -> nn.Module:
 
 
 class RowKVCache:
-    """Per-row KV cache of a decoder trunk, for stepping N envs one token at a time.
+    """Fixed-shape per-row KV cache of a decoder trunk, written in place, for stepping N envs.
 
-    Rows are stored left-padded to a common length ``S <= L`` (so appending one token
-    to every row is one batched forward); ``position_ids`` carry each row's true
-    positions, so the result equals the right-padded full forward.
+    One preallocated ``(N, H, L, D)`` key and value buffer per layer, laid out exactly like
+    the observation (right padded: slot ``p`` of a row holds the token at position ``p``).
+    A step whose prefix extends a row's cached one by one token writes only that token's
+    keys/values, in place, at the row's own position (:class:`~abc_gym.compat.transformers.RowWriteCache`);
+    the attention reads the whole buffer under the observation's own ``attention_mask``, so
+    the shapes never change from step to step (no concatenation, no re-merging; the fixed
+    shape is what a compiled or CUDA-graph decode step needs). A row whose prefix does not
+    extend its cached one (an episode start, another batch) is re-prefilled with one plain
+    forward over its real tokens, whose keys/values are copied into its slots. The result
+    equals the right-padded full forward (tested).
 
     :param trunk: a decoder trunk returning ``last_hidden_state`` (e.g. ``GPT2LMHeadModel.transformer``).
     :param max_len: ``L``, the observation length (no row is ever longer).
@@ -113,99 +121,81 @@ class RowKVCache:
 
     def clear(self) -> None:
         self.ids: torch.Tensor | None = None  # (N, L) token prefix of each row
-        self.length: torch.Tensor | None = None  # (N,) cached prefix length
-        self.keys: list[torch.Tensor] = []  # per layer (N, H, S, D)
-        self.values: list[torch.Tensor] = []
-        self.mask: torch.Tensor | None = None  # (N, S) 1 where a cached position is real
+        self.length: torch.Tensor | None = None  # (N,) cached prefix length (0: nothing cached)
+        self.cache: RowWriteCache | None = None  # per layer (N, H, L, D) keys / values
+
+    @property
+    def keys(self) -> list[torch.Tensor]:
+        """Per-layer ``(N, H, L, D)`` key buffers (empty before the first call)."""
+        return [] if self.cache is None else [layer.keys for layer in self.cache.layers]
+
+    @property
+    def values(self) -> list[torch.Tensor]:
+        """Per-layer ``(N, H, L, D)`` value buffers (empty before the first call)."""
+        return [] if self.cache is None else [layer.values for layer in self.cache.layers]
 
     @torch.no_grad()
     def last_hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Hidden state ``(N, D)`` at each row's last real token, reusing the cache.
 
-        Four steps: find the rows whose prefix extends the cached one by exactly one token;
-        feed those rows only their new token; re-prefill every other row; merge both
-        groups' keys/values into the new cache.
+        Rows whose prefix extends the cached one by exactly one token are stepped (one batched
+        single-token forward over every row, written in place); every other row is re-prefilled
+        and its slots overwritten (including whatever the step wrote there).
 
         Args:
             ids: ``(N, L)`` long, mask: ``(N, L)`` long (right padded).
         """
         n_real = mask.long().sum(-1)  # (N,)
         extends = self._rows_extending_cache(ids, n_real)
-        # The model's own dtype: a bf16/fp16 trunk must not be widened (or an fp64 one narrowed).
-        hidden = torch.empty(len(ids), self._hidden_size(), device=ids.device, dtype=self._dtype())
-        pieces: list[_CachePiece] = []
-        step_rows = torch.nonzero(extends).flatten()
-        if len(step_rows):
-            pieces.append(self._step_rows(step_rows, ids, n_real, hidden))
-        prefill_rows = torch.nonzero(~extends).flatten()
-        if len(prefill_rows):
-            pieces.append(self._prefill_rows(prefill_rows, ids, n_real, hidden))
-        self._merge(pieces, len(ids), ids.device)
-        self.ids, self.length = ids.clone(), n_real.clone()
+        flags = torch.stack([extends.all(), extends.any()]).tolist()  # the one host sync of a step
+        if flags[0]:
+            hidden = self._step(ids, mask, n_real)
+        else:
+            hidden = self._step(ids, mask, n_real) if flags[1] else None
+            rows = torch.nonzero(~extends).flatten()
+            hidden = self._prefill_rows(rows, ids, mask, n_real, hidden)
+        self.ids.copy_(ids)
+        self.length.copy_(n_real)
         return hidden
 
     def _rows_extending_cache(self, ids: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: the row's cached prefix is its current prefix minus the last token."""
-        if self.ids is None or self.ids.shape != ids.shape:
+        if self.ids is None or self.ids.shape != ids.shape or self.ids.device != ids.device:
             self.clear()
+            self.ids = torch.zeros_like(ids)
+            self.length = torch.zeros(len(ids), dtype=torch.long, device=ids.device)
             return torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
         pos = torch.arange(ids.shape[1], device=ids.device)
         same_prefix = ((self.ids == ids) | (pos.unsqueeze(0) >= self.length.unsqueeze(1))).all(-1)
-        return same_prefix & (self.length == n_real - 1)
+        return same_prefix & (self.length == n_real - 1) & (self.length > 0)
 
-    def _step_rows(self, rows: torch.Tensor, ids: torch.Tensor, n_real: torch.Tensor, hidden: torch.Tensor) -> _CachePiece:
-        """Feed ``rows`` their one new token on top of their cached keys/values."""
-        cache = cache_from_layers([(k[rows], v[rows]) for k, v in zip(self.keys, self.values)])
-        step_mask = torch.cat([self.mask[rows], torch.ones(len(rows), 1, dtype=torch.long, device=ids.device)], 1)
-        last = (n_real[rows] - 1).unsqueeze(1)  # (R, 1) position of the new token
-        out, cache = forward_with_cache(self.trunk, cache, input_ids=ids[rows].gather(1, last), attention_mask=step_mask, position_ids=last)
-        hidden[rows] = out.last_hidden_state[:, -1]
-        return _CachePiece(rows, *cache_layers(cache), step_mask)
+    def _step(self, ids: torch.Tensor, mask: torch.Tensor, n_real: torch.Tensor) -> torch.Tensor:
+        """Feed every row its last real token at its own position; keys/values written in place."""
+        last = (n_real - 1).unsqueeze(1)  # (N, 1)
+        self.cache.set_write_positions(last.squeeze(1))
+        out, _ = forward_with_cache(
+            self.trunk, self.cache, input_ids=ids.gather(1, last), attention_mask=mask, position_ids=last
+        )
+        return out.last_hidden_state[:, -1]
 
-    def _prefill_rows(self, rows: torch.Tensor, ids: torch.Tensor, n_real: torch.Tensor, hidden: torch.Tensor) -> _CachePiece:
-        """Run ``rows``' whole prefixes, left-padded to their longest, with their true positions."""
+    def _prefill_rows(
+        self, rows: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, n_real: torch.Tensor, hidden: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Run ``rows``' prefixes (right padded, as the full forward) and copy their keys/values into their slots."""
         nr = n_real[rows]
         width = int(nr.max())
-        j = torch.arange(width, device=ids.device).unsqueeze(0)
-        offset = (width - nr).unsqueeze(1)  # left padding of each row
-        src = (j - offset).clamp(min=0)  # (R, width) true position of each column
-        left_mask = (j >= offset).long()
-        left_ids = ids[rows].gather(1, src) * left_mask
-        out, cache = forward_with_cache(self.trunk, cache_from_layers([]), input_ids=left_ids, attention_mask=left_mask, position_ids=src)
-        hidden[rows] = out.last_hidden_state[:, -1]
-        return _CachePiece(rows, *cache_layers(cache), left_mask)
-
-    def _merge(self, pieces: list[_CachePiece], n_rows: int, device: torch.device) -> None:
-        """The pieces' keys/values right-aligned on one common length (every row's real tokens fit in L)."""
-        s_new = min(max(p.mask.shape[1] for p in pieces), self.max_len)
-        k0 = pieces[0].keys[0]
-        shape = (n_rows, k0.shape[1], s_new, k0.shape[3])
-        keys = [k0.new_zeros(shape) for _ in pieces[0].keys]
-        values = [k0.new_zeros(shape) for _ in pieces[0].keys]
-        new_mask = torch.zeros(n_rows, s_new, dtype=torch.long, device=device)
-        for piece in pieces:
-            s = min(piece.mask.shape[1], s_new)
-            new_mask[piece.rows, s_new - s :] = piece.mask[:, -s:]
-            for layer, (k, v) in enumerate(zip(piece.keys, piece.values)):
-                keys[layer][piece.rows, :, s_new - s :] = k[:, :, -s:]
-                values[layer][piece.rows, :, s_new - s :] = v[:, :, -s:]
-        self.keys, self.values, self.mask = keys, values, new_mask
-
-    def _hidden_size(self) -> int:
-        cfg = self.trunk.config
-        return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
-
-    def _dtype(self) -> torch.dtype:
-        return next(self.trunk.parameters()).dtype
-
-
-class _CachePiece(NamedTuple):
-    """Keys/values of one group of rows after a forward: per layer ``(R, H, S, D)``, mask ``(R, S)``."""
-
-    rows: torch.Tensor
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    mask: torch.Tensor
+        out, cache = forward_with_cache(
+            self.trunk, cache_from_layers([]), input_ids=ids[rows, :width], attention_mask=mask[rows, :width]
+        )
+        keys, values = cache_layers(cache)
+        if self.cache is None:
+            self.cache = RowWriteCache.allocate(keys, values, len(ids), self.max_len)
+        self.cache.write_rows(rows, keys, values)
+        h_rows = out.last_hidden_state[torch.arange(len(rows), device=ids.device), nr - 1]
+        if hidden is None:
+            hidden = h_rows.new_empty(len(ids), h_rows.shape[-1])
+        hidden[rows] = h_rows
+        return hidden
 
 
 # ----------------------------------------------------------------------------- policy
@@ -244,6 +234,9 @@ class _TransformerPolicyMixin:
             str(value_model_name_or_path) if value_model_name_or_path is not None else None
         )
         self.use_cache = use_cache
+        # EOS token the env refuses before min_new_tokens (set by the agents' rollout from the env's
+        # rule); steps whose observation carries eos_allowed=False get it masked (see mask_eos).
+        self.eos_token_id: int | None = None
         self.model_kwargs = dict(model_kwargs or {})
         self.seq_len = int(observation_space["input_ids"].shape[-1])
         kwargs.pop("net_arch", None)  # the LM is the network
@@ -313,11 +306,25 @@ class _TransformerPolicyMixin:
         logits = values = None
         h_pi = self._trunk_hidden("pi", ids, mask) if (need_pi or (need_vf and self.value_model is None)) else None
         if need_pi:
-            logits = self.lm.get_output_embeddings()(h_pi).float()
+            logits = self.mask_eos(self.lm.get_output_embeddings()(h_pi).float(), obs.get(EOS_ALLOWED_KEY))
         if need_vf:
             h_vf = h_pi if self.value_model is None else self._trunk_hidden("vf", ids, mask)
             values = self.value_head(h_vf).float()
         return logits, values
+
+    def mask_eos(self, logits: torch.Tensor, eos_allowed: torch.Tensor | None) -> torch.Tensor:
+        """``logits`` ``(B, V)`` with EOS at the lowest float where ``eos_allowed`` ``(B,)`` (any shape
+        with B elements) is False: its probability is exactly 0, the others renormalise. No-op when
+        ``eos_allowed`` is None or no EOS token is set. Out of place (safe under autograd)."""
+        eos = getattr(self, "eos_token_id", None)
+        if eos_allowed is None or eos is None:
+            return logits
+        blocked = torch.nonzero(~eos_allowed.reshape(-1).bool().to(logits.device)).flatten()
+        if len(blocked) == 0:
+            return logits
+        column = torch.full_like(blocked, int(eos))
+        lowest = torch.tensor(torch.finfo(logits.dtype).min, dtype=logits.dtype, device=logits.device)
+        return logits.index_put((blocked, column), lowest)
 
     def _distribution(self, logits: torch.Tensor, action_masks: Any = None):
         dist = self.action_dist.proba_distribution(action_logits=logits)
@@ -363,6 +370,7 @@ class _TransformerPolicyMixin:
         prompt_len: torch.Tensor,
         gen_len: torch.Tensor,
         action_masks: torch.Tensor | None = None,
+        eos_allowed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forced evaluation: one forward per whole episode.
 
@@ -370,6 +378,8 @@ class _TransformerPolicyMixin:
             input_ids, attention_mask: ``(E, L)`` final sequences (prompt + all T actions).
             prompt_len, gen_len: ``(E,)``.
             action_masks: optional ``(E, Tmax, V)`` bool masks per step.
+            eos_allowed: optional ``(E, Tmax)`` bool, whether EOS could be sampled at each step
+                (the rollout's rule, :meth:`mask_eos`).
         Returns:
             values, log_prob, entropy, each ``(E, Tmax)``, and ``valid`` ``(E, Tmax)`` bool; step t of
             episode e reads the logits at position ``prompt_len[e] + t - 1`` (state = prefix before a_t).
@@ -391,7 +401,8 @@ class _TransformerPolicyMixin:
             hv = base_of(self.value_model)(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
             h_vf = hv.gather(1, pos.unsqueeze(-1).expand(-1, -1, hv.shape[-1]))
         values = self.value_head(h_vf).float().squeeze(-1)
-        flat_logits = logits.reshape(-1, logits.shape[-1])
+        allowed = None if eos_allowed is None else eos_allowed[:, :t_max]
+        flat_logits = self.mask_eos(logits.reshape(-1, logits.shape[-1]), allowed)
         flat_masks = None if action_masks is None else action_masks.reshape(-1, action_masks.shape[-1])
         dist = self._distribution(flat_logits, flat_masks)
         log_prob = dist.log_prob(actions.reshape(-1)).reshape(actions.shape)
