@@ -227,8 +227,10 @@ def test_sigterm_stops_workers(tmp_path: Path) -> None:
 @needs_proc
 def test_failed_run_in_a_worker_stops_the_benchmark(tmp_path: Path) -> None:
     # one run's error must end the benchmark with the worker's traceback, not hang or leave the other worker running;
-    # an empty folder as the actor model passes TrainConfig's checks and fails only when the worker loads it
+    # a model folder without weights passes TrainConfig's checks and fails only when the worker loads it. It has a
+    # config.json: without one, transformers 5.0 guesses the model type from the path ("failed_..." -> LED).
     (tmp_path / "empty_model").mkdir()
+    (tmp_path / "empty_model" / "config.json").write_text('{"model_type": "gpt2"}')
     cmd = [sys.executable, "-m", "benchmarks.dense_vs_sparse", "--smoke", "--jobs", "2", "--threads-per-job", "1",
            "--set", f"model={tmp_path / 'empty_model'}", "--out", str(tmp_path / "run")]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "HF_HUB_OFFLINE": "1"})
