@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from abc_gym.alignment import char_weights_to_tokens, token_char_spans
+from abc_gym.alignment import batch_token_char_spans, char_weights_to_tokens, decode_texts
 from abc_gym.compat.torch import one_thread_in_forked_children
 from abc_gym.credit import check_beta, check_reward_mode, last_token_index, normalise_weights, token_rewards
 from abc_gym.device import Device, resolve_device
@@ -428,15 +428,16 @@ class TokenEpisodes:
         )
 
     def _decode(self, batch: _ScoringBatch) -> tuple[list[str], list[list[tuple[int, int]]]]:
-        """Each row's decoded prompt + completion and its tokens' character spans."""
+        """Each row's decoded prompt + completion and its tokens' character spans, only as far as
+        needed: texts for a gold scorer or gold credit, spans for gold credit, nothing otherwise
+        (the reward model reads token ids, or decodes itself). One batched decode for all rows."""
+        if self.gold_scorer is None and self.gold_credit is None:
+            return [], []
         ids = batch.ids.cpu()
-        texts, spans = [], []
-        for b in range(len(batch.rows)):
-            n = int(batch.prompt_len[b] + batch.gen_len[b])
-            text, row_spans = token_char_spans(self.tokenizer, ids[b, :n].tolist())
-            texts.append(text)
-            spans.append(row_spans)
-        return texts, spans
+        rows = [ids[b, : int(batch.prompt_len[b] + batch.gen_len[b])].tolist() for b in range(len(batch.rows))]
+        if self.gold_credit is None:
+            return decode_texts(self.tokenizer, rows), []
+        return batch_token_char_spans(self.tokenizer, rows)
 
     def _gold_weights(
         self, batch: _ScoringBatch, texts: list[str], spans: list[list[tuple[int, int]]]
