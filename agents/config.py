@@ -46,6 +46,7 @@ class TrainConfig:
     lr_final: float | None = _f(None, "linear decay of the learning rate from --lr to this at the last update (None: constant)")
     n_epochs: int = _f(4, "passes over each rollout (PPO, MaskablePPO, TokenPPO; TRPO: critic passes)")
     minibatch_episodes: int = _f(4, "minibatch size in completions (per-transition algorithms: that many completions' steps)")
+    device_rollout: bool = _f(True, "token_ppo: roll out on the env engine's device tensors (no per-token numpy round trip; exact)")
     gamma: float = _f(1.0, "discount factor, in [0, 1]")
     gae_lambda: float = _f(0.95, "GAE lambda, in [0, 1]")
     clip_range: float = _f(0.2, "PPO ratio clip, > 0")

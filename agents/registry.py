@@ -69,7 +69,7 @@ def _ppo_kwargs(cfg: TrainConfig, env: Any) -> dict[str, Any]:
 
 
 def _token_ppo_kwargs(cfg: TrainConfig, env: Any) -> dict[str, Any]:
-    return dict(_ppo_kwargs(cfg, env), minibatch_episodes=cfg.minibatch_episodes)
+    return dict(_ppo_kwargs(cfg, env), minibatch_episodes=cfg.minibatch_episodes, device_rollout=cfg.device_rollout)
 
 
 def _maskable_ppo_kwargs(cfg: TrainConfig, env: Any) -> dict[str, Any]:

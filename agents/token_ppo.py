@@ -73,15 +73,33 @@ class TokenPPO(PPO):
     :param minibatch_episodes: episodes per minibatch (default ``TrainConfig.minibatch_episodes``);
         ``None`` picks about ``batch_size`` transitions' worth (``round(batch_size / mean episode
         length)``, at least 1).
+    :param device_rollout: rollouts on the env engine's device tensors (:mod:`agents.device_rollout`;
+        default ``TrainConfig.device_rollout``); used where it equals the numpy path (an unwrapped
+        abc_gym SB3 VecEnv), the numpy path otherwise.
     """
 
-    def __init__(self, *args: Any, minibatch_episodes: int | None = DEFAULTS.minibatch_episodes, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        minibatch_episodes: int | None = DEFAULTS.minibatch_episodes,
+        device_rollout: bool = DEFAULTS.device_rollout,
+        **kwargs: Any,
+    ) -> None:
         if minibatch_episodes is not None and minibatch_episodes < 1:
             raise ValueError(f"minibatch_episodes must be >= 1, got {minibatch_episodes}")
         self.minibatch_episodes = minibatch_episodes
+        self.device_rollout = bool(device_rollout)
         super().__init__(*args, **kwargs)
         if self.n_epochs < 1:  # the update would run no minibatch and have nothing to log
             raise ValueError(f"n_epochs must be >= 1, got {self.n_epochs}")
+
+    def collect_rollouts(self, env: Any, callback: Any, rollout_buffer: Any, n_rollout_steps: int, *args: Any, **kwargs: Any) -> bool:
+        """The device-resident rollout (:mod:`agents.device_rollout`) where it is exact and enabled, else the numpy one."""
+        from agents.device_rollout import collect_rollouts_device, device_rollout_supported
+
+        if getattr(self, "device_rollout", False) and device_rollout_supported(self, env):
+            return collect_rollouts_device(self, env, callback, rollout_buffer, n_rollout_steps)
+        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps, *args, **kwargs)
 
     def episode_tensors(self) -> dict[str, th.Tensor]:
         """The buffer's episodes as tensors: sequences ``(E, L)``, lengths ``(E,)``, and the stored

@@ -49,3 +49,73 @@ def test_char_weights_vectorised_equals_loop() -> None:
         spans = list(zip([0, *ends[:-1].tolist()], ends.tolist()))
         cw = [(int(s), int(s + rng.integers(0, 6)), float(rng.random())) for s in rng.integers(0, 30, size=int(rng.integers(0, 5)))]
         assert torch.allclose(char_weights_to_tokens(cw, spans), _reference_char_weights(cw, spans), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- device rollout == numpy rollout
+
+ENV = "abc_gym/Sentiment-v0"
+
+
+def _two_rollouts(device_rollout: bool, **env_kwargs):
+    from stable_baselines3.common.logger import configure
+
+    from agents.env_util import make_token_vec_env
+    from agents.token_ppo import TokenPPO
+
+    env = make_token_vec_env(ENV, num_envs=5, seed=0, **env_kwargs)
+    model = TokenPPO(
+        "TransformerPolicy", env, seed=0, device="cpu", n_epochs=1, minibatch_episodes=2, device_rollout=device_rollout
+    )
+    model.set_logger(configure(None, []))
+    _, callback = model._setup_learn(10**9, None)
+    out = []
+    for _ in range(2):  # the second rollout starts from the first one's env and RNG state
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, 1)
+        buf = model.rollout_buffer
+        eps = sorted(buf.episodes, key=lambda e: e.env_idx)
+        out.append(
+            {
+                "ids": np.stack([e.input_ids for e in eps]),
+                "rewards": np.concatenate([e.token_rewards for e in eps]),
+                "scores": np.array([e.score for e in eps]),
+                "kl": np.array([e.kl for e in eps]),
+                "valid": buf.valid.copy(),
+                "values": np.where(buf.valid, buf.values, 0.0),
+                "log_probs": np.where(buf.valid, buf.log_probs, 0.0),
+                "advantages": np.where(buf.valid, buf.advantages, 0.0),
+                "entropy": np.array(buf.step_entropy),
+                "timesteps": model.num_timesteps,
+            }
+        )
+        model._update()
+    return out
+
+
+@pytest.mark.parametrize(
+    "env_kwargs",
+    [{}, {"min_new_tokens": 6, "max_new_tokens": 6}],
+    ids=["eos-ends-episodes", "fixed-length"],
+)
+def test_device_rollout_equals_numpy_rollout(env_kwargs) -> None:
+    numpy_path = _two_rollouts(False, **env_kwargs)
+    device_path = _two_rollouts(True, **env_kwargs)
+    for a, b in zip(numpy_path, device_path):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key in ("ids", "valid", "timesteps"):
+                assert np.array_equal(a[key], b[key]), key
+            else:
+                np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
+
+
+def test_device_rollout_is_used_only_where_exact() -> None:
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.device_rollout import device_rollout_supported
+    from agents.env_util import make_token_vec_env
+    from agents.token_ppo import TokenPPO
+
+    env = make_token_vec_env(ENV, num_envs=2, seed=0)
+    model = TokenPPO("TransformerPolicy", env, seed=0, device="cpu")
+    assert model.device_rollout and device_rollout_supported(model, model.env)
+    assert not device_rollout_supported(model, VecMonitor(env))
