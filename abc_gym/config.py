@@ -55,7 +55,8 @@ class EnvConfig:
     (one per line) file, or ``f(policy_tokenizer) -> list[str]``. Required."""
 
     reward_mode: str = "abc"
-    """How R is spread over the completion: ``"abc"``, ``"sparse"``, ``"uniform"`` or ``"oracle"``."""
+    """How R is spread over the completion: ``"abc"``, ``"sparse"``, ``"uniform"``, ``"oracle"`` or ``"red"``
+    (prefix-score differences; a decoder reward model sharing the policy's tokenizer)."""
 
     beta: float = 0.8
     """ABC mixing weight in [0, 1]: 0 is sparse, 1 pure attention (paper default 0.8)."""

@@ -196,12 +196,15 @@ class TokenEpisodes:
     # ---------------------------------------------------------------- settings
     @property
     def reward_mode(self) -> str:
-        """``sparse`` | ``abc`` | ``uniform`` | ``oracle`` (``oracle`` needs ``gold_credit``)."""
+        """``sparse`` | ``abc`` | ``uniform`` | ``oracle`` | ``red`` (``oracle`` needs ``gold_credit``;
+        ``red`` a decoder reward model sharing the policy's tokenizer)."""
         return self._reward_mode
 
     @reward_mode.setter
     def reward_mode(self, value: str) -> None:
         check_reward_mode(value)
+        if value == "red":
+            self.reward_model.check_prefix_scores()
         if value == "oracle" and self.gold_credit is None:
             raise ValueError(
                 "reward_mode='oracle' needs the task's gold per-token credit, and this env has no gold_credit: "
@@ -404,17 +407,28 @@ class TokenEpisodes:
         """Score ``rows`` (``(B,)`` long) in one reward-model batch and compute their credit."""
         batch = self._gather(rows)
         want_attention = self.reward_mode == "abc" or self.record_attention
-        out = self.reward_model.score(batch.ids, batch.mask, with_attention=want_attention)
+        want_prefix = self.reward_mode == "red"
+        out = self.reward_model.score(
+            batch.ids, batch.mask, with_attention=want_attention, with_prefix_scores=want_prefix
+        )
         score = out.score.to(self.device)
+        prefix = None if out.prefix_scores is None else out.prefix_scores.to(self.device)
         texts, spans = self._decode(batch)
         gold_weights, gold_fallback = self._gold_weights(batch, texts, spans)
         attention, attention_fallback = self._readable_attention(batch, out.attention)
         credit = token_rewards(
-            self.reward_mode, score, batch.completion_mask, beta=self.beta, attention=attention, gold_weights=gold_weights
+            self.reward_mode, score, batch.completion_mask, beta=self.beta, attention=attention,
+            gold_weights=gold_weights, prefix_scores=prefix,
         ).cpu()
         attn = normalise_weights(attention, batch.completion_mask, "attention").cpu() if attention is not None else None
         gold = normalise_weights(gold_weights, batch.completion_mask).cpu() if gold_weights is not None else None
-        return self._episodes(batch, score.cpu(), credit, texts, attn, gold, gold_fallback, attention_fallback)
+        episodes = self._episodes(batch, score.cpu(), credit, texts, attn, gold, gold_fallback, attention_fallback)
+        if prefix is not None:  # RED: R(x, y<=t) per generated token, in info["prefix_scores"]
+            prefix = prefix.double().cpu()
+            for b, ep in enumerate(episodes):
+                p = int(batch.prompt_len[b])
+                ep.extra["prefix_scores"] = prefix[b, p : p + int(batch.gen_len[b])].numpy()
+        return episodes
 
     def _gather(self, rows: torch.Tensor) -> _ScoringBatch:
         """Cut the rows to their longest real length and mark their completion positions."""

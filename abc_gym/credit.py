@@ -13,6 +13,20 @@ Modes (Chan et al., "Dense Reward for Free in RLHF", ICML 2024):
   with a_t the reward model's last-layer attention (head-averaged, from the row the
   score is read at) over completion tokens, renormalised to sum 1.
 - ``oracle``:  r_t = w_t * R, w_t the task's gold per-token credit, renormalised.
+- ``red``:     r_t = beta * d_t + (1 - beta) * R * [t == T], the reward model's own
+  prefix-score differences (RED, Li et al. 2024, arXiv 2411.08302):
+  d_t = R(x, y<=t) - R(x, y<=t-1) for t >= 2 and d_1 = R(x, y_1).
+
+  Where the prompt-only score R(x) goes: the differences telescope to
+  R(x, y) - R(x), so the prompt's own score has to be placed somewhere for the
+  contract (sum = R). It goes onto the FIRST completion token: d_1 = R(x, y_1) =
+  R(x) + (R(x, y_1) - R(x)), i.e. the score of the empty sequence is taken as 0 (a
+  potential Phi(prompt) = 0). R(x) depends only on the prompt, never on an action,
+  so placing it on the first step shifts the return of every step of the episode
+  (steps >= 2 see R - R(x, y<=t-1), "what is still to gain") by nothing that the
+  policy can change; putting it on the last token instead would make every step's
+  return carry the prompt score. Unlike the other modes, RED credit is signed: a
+  token that lowers the running score gets negative credit.
 
 In every mode and for every beta the completion's credit sums to R, and positions
 outside the completion (prompt, padding) get exactly 0. To keep the sum exact in
@@ -28,8 +42,8 @@ import torch
 
 from abc_gym.validation import check_real
 
-RewardMode = Literal["sparse", "abc", "uniform", "oracle"]
-REWARD_MODES: tuple[str, ...] = ("sparse", "abc", "uniform", "oracle")
+RewardMode = Literal["sparse", "abc", "uniform", "oracle", "red"]
+REWARD_MODES: tuple[str, ...] = ("sparse", "abc", "uniform", "oracle", "red")
 
 
 def check_reward_mode(mode: str) -> None:
@@ -155,6 +169,54 @@ def oracle_credit(score: torch.Tensor, gold_weights: torch.Tensor, completion_ma
     return redistribute(score, normalise_weights(gold_weights, completion_mask, name="gold weights"), completion_mask)
 
 
+def red_differences(prefix_scores: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """RED's per-token score differences d_t, with the prompt's score on the first token (module doc).
+
+    Args:
+        prefix_scores: ``(B, L)`` at each completion position p, the reward model's score of the
+            sequence cut after p, R(x, y<=t); other positions are ignored.
+        completion_mask: ``(B, L)`` bool, one contiguous run per row.
+    Returns:
+        ``(B, L)`` float64: d_1 = R(x, y_1), d_t = R(x, y<=t) - R(x, y<=t-1); 0 outside the
+        completion. Each row sums to the score of the whole sequence R(x, y<=T).
+    Raises:
+        ValueError: NaN / infinite prefix scores on the completion, or a row without completion.
+    """
+    mask = completion_mask.bool()
+    last_token_index(mask)  # every row has a completion
+    s = torch.where(mask, prefix_scores.to(torch.float64), torch.zeros((), dtype=torch.float64, device=mask.device))
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError("prefix scores contain NaN or inf on the completion")
+    previous = torch.zeros_like(s)
+    previous[:, 1:] = s[:, :-1]  # 0 before the first completion token (prompt positions are zeroed)
+    return torch.where(mask, s - previous, torch.zeros_like(s))
+
+
+def red_credit(
+    score: torch.Tensor, prefix_scores: torch.Tensor, completion_mask: torch.Tensor, beta: float = 0.8
+) -> torch.Tensor:
+    """RED credit mixed with sparse: ``beta * d_t + (1 - beta) * R * [t == T]`` (module doc).
+
+    Args:
+        score: ``(B,)`` R, the score of the whole sequence.
+        prefix_scores: ``(B, L)`` R(x, y<=t) at each completion position (see :func:`red_differences`).
+        completion_mask: ``(B, L)`` bool.
+        beta: mixing weight in [0, 1]; 0 is sparse, 1 pure RED.
+    Returns:
+        ``(B, L)`` float64 token rewards; the last token takes ``R - sum(others)``, so each row
+        sums to R exactly (algebraically the formula whenever R(x, y<=T) = R).
+    """
+    beta = check_beta(beta)
+    mask = completion_mask.bool()
+    d = red_differences(prefix_scores, mask)
+    rewards = beta * d
+    last = last_token_index(mask)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    rewards[rows, last] = 0.0
+    rewards[rows, last] = score.to(torch.float64) - rewards.sum(dim=-1)
+    return rewards
+
+
 def token_rewards(
     mode: str,
     score: torch.Tensor,
@@ -163,6 +225,7 @@ def token_rewards(
     beta: float = 0.8,
     attention: torch.Tensor | None = None,
     gold_weights: torch.Tensor | None = None,
+    prefix_scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dispatch to the credit function of ``mode``.
 
@@ -170,9 +233,10 @@ def token_rewards(
         mode: one of :data:`REWARD_MODES`.
         score: ``(B,)`` R.
         completion_mask: ``(B, L)`` bool.
-        beta: ABC mixing weight (``abc`` only).
+        beta: mixing weight (``abc`` and ``red``).
         attention: ``(B, L)`` reward-model attention (required for ``abc``).
         gold_weights: ``(B, L)`` gold credit (required for ``oracle``).
+        prefix_scores: ``(B, L)`` R(x, y<=t) per completion position (required for ``red``).
     Returns:
         ``(B, L)`` float64 token rewards, summing to ``score`` over each completion.
     """
@@ -185,6 +249,10 @@ def token_rewards(
         if attention is None:
             raise ValueError("reward_mode='abc' needs the reward model's attention, got None")
         return abc_credit(score, attention, completion_mask, beta)
+    if mode == "red":
+        if prefix_scores is None:
+            raise ValueError("reward_mode='red' needs the reward model's prefix scores, got None")
+        return red_credit(score, prefix_scores, completion_mask, beta)
     if gold_weights is None:
         raise ValueError(
             "reward_mode='oracle' needs the task's gold per-token credit; this task has no gold scorer "

@@ -3,8 +3,10 @@
     python -m abc_gym.demo [--episodes 3] [--seed 0] [--env abc_gym/Sentiment-v0] [--device auto]
 
 For each completion it prints one row per generated token with its credit under
-sparse, uniform, ABC (beta 0.8) and oracle (gold VADER) credit: the same score R,
-spread four ways.
+sparse, uniform, ABC (beta 0.8), oracle (gold VADER) and RED (beta 0.8: prefix-score
+differences, the prompt's score on the first token) credit: the same score R, spread
+five ways. RED is left out (with a note) for a reward model that cannot score prefixes
+in one forward (an encoder, or another tokenizer).
 """
 
 from __future__ import annotations
@@ -30,12 +32,29 @@ def sample_token(model, obs: dict, generator: torch.Generator) -> int:
     return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
 
-def credit_table(env, info: dict, beta: float) -> str:
-    """Markdown table: token | sparse | uniform | abc | oracle for one finished episode."""
+def prefix_scores(env, obs: dict) -> torch.Tensor | None:
+    """``(T,)`` R(x, y<=t) of the finished episode in ``obs`` (one reward-model forward), or None
+    when the env's reward model cannot score prefixes (RED needs a decoder with the policy's tokenizer)."""
+    rm = env.unwrapped.reward_model
+    if rm.prefix_scores_problem() is not None:
+        return None
+    n = int(obs["attention_mask"].sum())
+    ids = torch.as_tensor(obs["input_ids"][:n]).unsqueeze(0)
+    out = rm.score(ids, torch.ones_like(ids), with_attention=False, with_prefix_scores=True)
+    return out.prefix_scores[0].cpu()
+
+
+def credit_table(env, info: dict, beta: float, prefix: torch.Tensor | None = None) -> str:
+    """Markdown table: token | sparse | uniform | abc | oracle | red for one finished episode.
+
+    ``prefix``: ``(T,)`` or the whole sequence's ``(P + T,)`` prefix scores (its last T are used);
+    None leaves the red column out.
+    """
     tok = env.unwrapped.tokenizer
     t = len(info["completion_ids"])
     mask = torch.ones(1, t, dtype=torch.bool)
     score = torch.tensor([info["score"]])
+    modes = ("sparse", "uniform", "abc", "oracle") + (("red",) if prefix is not None else ())
     cols = {
         mode: token_rewards(
             mode,
@@ -44,10 +63,11 @@ def credit_table(env, info: dict, beta: float) -> str:
             beta=beta,
             attention=torch.as_tensor(info["attention"]).unsqueeze(0),
             gold_weights=torch.as_tensor(info["gold_credit"]).unsqueeze(0),
+            prefix_scores=None if prefix is None else torch.as_tensor(prefix)[-t:].unsqueeze(0),
         )[0]
-        for mode in ("sparse", "uniform", "abc", "oracle")
+        for mode in modes
     }
-    lines = ["| token | sparse | uniform | abc | oracle |", "|---|---:|---:|---:|---:|"]
+    lines = ["| token | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
     for i, tid in enumerate(info["completion_ids"]):
         piece = tok.decode([int(tid)]).replace("|", "\\|")
         lines.append(f"| `{piece}` | " + " | ".join(f"{float(cols[m][i]):+.3f}" for m in cols) + " |")
@@ -78,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"R (reward model) = {info['score']:+.3f}, gold (VADER) = {info.get('gold_score', float('nan')):+.3f}\n")
         print(env.render())
         print()
-        print(credit_table(env, info, args.beta))
+        prefix = prefix_scores(env, obs)
+        print(credit_table(env, info, args.beta, prefix))
+        if prefix is None:
+            print("(no red column: this reward model cannot score prefixes in one forward; use reward_mode='abc')")
 
 
 if __name__ == "__main__":

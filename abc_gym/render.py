@@ -30,13 +30,15 @@ def render_ansi(
     lines = [f"prompt: {tokenizer.decode(list(prompt_ids))!r}"]
     credit = info.get("token_rewards")
     scale = max((abs(float(c)) for c in credit), default=0.0) if credit is not None else 0.0
+    prefix = info.get("prefix_scores")  # RED: the running score R(x, y<=t) beside its difference
     for t, tok in enumerate(completion_ids):
         piece = repr(tokenizer.decode([int(tok)]))
         if credit is None:
             lines.append(f"  {t:3d} {piece:<18}")
         else:
             c = float(credit[t])
-            lines.append(f"  {t:3d} {piece:<18} {c:+9.4f} {_bar(c, scale)}")
+            running = "" if prefix is None else f"  R(x,y<={t}) {float(prefix[t]):+8.4f}"
+            lines.append(f"  {t:3d} {piece:<18} {c:+9.4f}{running} {_bar(c, scale)}")
     if credit is not None:
         tail = f"R = {info['score']:+.4f}  mode = {info['reward_mode']}"
         if "gold_score" in info:

@@ -19,6 +19,16 @@ Tokenizers: if the reward model shares the policy's vocabulary it reads the poli
 directly; otherwise it reads the decoded text and its attention is carried back to
 policy tokens by character offsets (:mod:`abc_gym.alignment`).
 
+Prefix scores (``reward_mode="red"``): a decoder classifier (``pooling="last"``) applies its
+score head at every position before pooling, and causal attention makes the hidden state
+at position p depend on tokens <= p only, so the head's output at p is the score the model
+would give the sequence cut after p. ``score(..., with_prefix_scores=True)`` reads them off
+the SAME forward (a hook on the head, :func:`~abc_gym.compat.transformers.capture_output`),
+following transformers' pooling rule per prefix (the last token that is not the pad id).
+Encoders ([CLS] / mean pooling: every position sees the whole text) and reward models with
+another tokenizer (a prefix of policy tokens is not a prefix of reward-model tokens) have no
+such scores: :meth:`RewardModel.check_prefix_scores` raises, naming ``reward_mode='abc'``.
+
 Attention source: ``"row"`` (default) keeps SDPA in every layer and computes only the
 needed row of the last layer (:mod:`abc_gym.attention`); ``"eager"`` loads eager attention
 and reads ``output_attentions``. Either way a model whose attention cannot be read is an
@@ -39,8 +49,10 @@ from abc_gym.attention import ROW_ATTENTION, RowRequest, capture_rows
 from abc_gym.compat.transformers import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    capture_output,
     missing_keys,
     quiet_loading,
+    sequence_score_head,
     supports_attention_backend,
 )
 from abc_gym.device import Device, resolve_device
@@ -57,10 +69,14 @@ class RewardOutput:
     score: ``(B,)`` float32, R per sequence.
     attention: ``(B, L)`` float32 on the policy's positions (prompt and padding included;
         the credit functions drop them), or None when ``with_attention=False``.
+    prefix_scores: ``(B, L)`` float32, at each position p the score of the sequence cut after
+        p (RED), or None when ``with_prefix_scores=False``. At each row's last real position
+        it equals ``score``.
     """
 
     score: torch.Tensor
     attention: torch.Tensor | None
+    prefix_scores: torch.Tensor | None = None
 
 
 class RewardModel:
@@ -181,6 +197,32 @@ class RewardModel:
             )
         self._last_attention = req.seen[-1]
 
+    def prefix_scores_problem(self) -> str | None:
+        """Why this reward model cannot give per-prefix scores from one forward (RED), or None if it can."""
+        if not self.same_tokenizer:
+            return (
+                "its tokenizer differs from the policy's, so a prefix of policy tokens is not a prefix of "
+                "reward-model tokens"
+            )
+        if self.pooling != "last":
+            return (
+                f"it pools {self.pooling!r} (an encoder-style head: every position sees the whole text), so no "
+                "position holds the score of a prefix"
+            )
+        if sequence_score_head(self.model) is None:
+            return f"{type(self.model).__name__} has no per-position 'score' head to read prefix scores from"
+        return None
+
+    def check_prefix_scores(self) -> None:
+        """Raise a ``ValueError`` naming ``reward_mode='abc'`` unless prefix scores can be read (module doc)."""
+        problem = self.prefix_scores_problem()
+        if problem is not None:
+            raise ValueError(
+                f"reward_mode='red' needs the reward model's score of every completion prefix from one forward, "
+                f"and this reward model cannot give it: {problem}. Use reward_mode='abc' (attention credit works "
+                "with encoders and other tokenizers), or a decoder reward model that shares the policy's tokenizer"
+            )
+
     def _probe_token(self) -> int:
         for t in (self.tokenizer.unk_token_id, self.tokenizer.eos_token_id, self.tokenizer.cls_token_id):
             if t is not None and t != self.pad_id:
@@ -190,7 +232,12 @@ class RewardModel:
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
     def score(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, with_attention: bool = True
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        with_attention: bool = True,
+        with_prefix_scores: bool = False,
     ) -> RewardOutput:
         """Score a batch of policy sequences.
 
@@ -198,9 +245,15 @@ class RewardModel:
             input_ids: ``(B, L)`` policy token ids, real tokens first, then padding (any id).
             attention_mask: ``(B, L)`` 1 for real tokens (prompt + completion), 0 for padding.
             with_attention: also return the aligned attention (ABC); False skips the row.
+            with_prefix_scores: also return every prefix's score (RED), from the same forward.
         Returns:
             :class:`RewardOutput`.
+        Raises:
+            ValueError: ``with_prefix_scores`` on a reward model that cannot give them
+                (:meth:`check_prefix_scores`).
         """
+        if with_prefix_scores:
+            self.check_prefix_scores()
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device).long()
         if self.same_tokenizer:
@@ -213,13 +266,39 @@ class RewardModel:
                 f"sequence of {rm_ids.shape[1]} reward-model tokens exceeds the reward model's "
                 f"{self.max_positions} positions: lower max_new_tokens or the prompt length"
             )
-        logits, attn = self._forward(rm_ids, rm_mask, with_attention)
+        head_out: list[torch.Tensor] = []
+        if with_prefix_scores:
+            with capture_output(sequence_score_head(self.model), head_out):
+                logits, attn = self._forward(rm_ids, rm_mask, with_attention)
+        else:
+            logits, attn = self._forward(rm_ids, rm_mask, with_attention)
         score = self._score_from_logits(logits)
+        prefix = self._prefix_scores(head_out[-1], rm_ids) if with_prefix_scores else None
         if attn is None:
-            return RewardOutput(score=score, attention=None)
+            return RewardOutput(score=score, attention=None, prefix_scores=prefix)
         if self.same_tokenizer:
-            return RewardOutput(score=score, attention=attn * attention_mask)
-        return RewardOutput(score=score, attention=self._map_back(attn, input_ids, attention_mask, offsets))
+            return RewardOutput(score=score, attention=attn * attention_mask, prefix_scores=prefix)
+        return RewardOutput(
+            score=score, attention=self._map_back(attn, input_ids, attention_mask, offsets), prefix_scores=prefix
+        )
+
+    def _prefix_scores(self, head_logits: torch.Tensor, rm_ids: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` score of each prefix: the head's output at the prefix's last non-pad token.
+
+        transformers' rule per prefix ending at p: the last position <= p whose id is not the pad
+        id (position 0 if there is none), so trailing pad-id tokens keep the score before them,
+        and the last real position gives exactly the pooled score.
+        """
+        if head_logits.dim() != 3 or head_logits.shape[:2] != rm_ids.shape:
+            raise ValueError(
+                f"{type(self.model).__name__}'s score head returned shape {tuple(head_logits.shape)}, not one score per "
+                f"position {tuple(rm_ids.shape)}: prefix scores (reward_mode='red') cannot be read; use reward_mode='abc'"
+            )
+        positions = torch.arange(rm_ids.shape[1], device=rm_ids.device).expand_as(rm_ids)
+        read = torch.where(rm_ids != self.pad_id, positions, torch.zeros_like(positions)).cummax(dim=-1).values
+        per_prefix = head_logits.gather(1, read.unsqueeze(-1).expand(-1, -1, head_logits.shape[-1]))
+        b, length, c = per_prefix.shape
+        return self._score_from_logits(per_prefix.reshape(b * length, c)).reshape(b, length)
 
     def _query_rows(self, rm_ids: torch.Tensor, rm_mask: torch.Tensor) -> RowRequest:
         b, length = rm_ids.shape

@@ -14,6 +14,11 @@ whole episode in the final step's ``info["token_rewards"]``. These buffers
 
 The collection loop (:mod:`agents.credit_mixin`) keeps stepping until every episode begun
 in the rollout has finished, so in practice every stored slot becomes valid.
+
+Fixed-length completions: each step also stores one bool, whether the env allowed EOS at
+that step (``observations[EOS_ALLOWED_KEY]``, ``(buffer_size, n_envs)``; never a ``(V,)``
+mask). It travels with the observations, so every algorithm's training-time
+``evaluate_actions`` / ``get_distribution`` sees it and masks EOS exactly as the rollout did.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import numpy as np
 import torch
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
+
+EOS_ALLOWED_KEY = "eos_allowed"  # per-step bool stored beside the observation (module doc)
 
 
 @dataclass
@@ -58,6 +65,7 @@ class CreditBufferMixin:
 
     def reset(self) -> None:
         super().reset()  # type: ignore[misc]
+        self.observations[EOS_ALLOWED_KEY] = np.ones((self.buffer_size, self.n_envs), dtype=bool)
         self.rewards[:] = np.nan  # placeholder: must be overwritten by finish_episode
         self.valid = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self.row_pos = np.zeros(self.n_envs, dtype=np.int64)
@@ -74,8 +82,12 @@ class CreditBufferMixin:
         values: torch.Tensor,
         log_probs: torch.Tensor,
         action_masks: np.ndarray | None = None,
+        eos_allowed: np.ndarray | None = None,
     ) -> None:
-        """Store one step of the envs ``rows`` (all inputs are ``(n_envs, ...)``; only ``rows`` are kept)."""
+        """Store one step of the envs ``rows`` (all inputs are ``(n_envs, ...)``; only ``rows`` are kept).
+
+        ``eos_allowed``: ``(n_envs,)`` bool, whether EOS could be sampled at this step (None: allowed).
+        """
         if len(rows) == 0:
             return
         slots = self.row_pos[rows]
@@ -85,7 +97,10 @@ class CreditBufferMixin:
                 "observation allows; raise the buffer size"
             )
         for key in self.observations:
-            self.observations[key][slots, rows] = np.asarray(obs[key])[rows]
+            if key != EOS_ALLOWED_KEY:
+                self.observations[key][slots, rows] = np.asarray(obs[key])[rows]
+        allowed = np.ones(self.n_envs, dtype=bool) if eos_allowed is None else np.asarray(eos_allowed, dtype=bool)
+        self.observations[EOS_ALLOWED_KEY][slots, rows] = allowed.reshape(self.n_envs)[rows]
         self.actions[slots, rows] = np.asarray(actions).reshape(self.n_envs, -1)[rows]
         self.episode_starts[slots, rows] = np.asarray(episode_starts, dtype=np.float32)[rows]
         self.values[slots, rows] = values.detach().cpu().numpy().reshape(-1)[rows]

@@ -39,7 +39,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents import compat
-from agents.buffers import CreditDictRolloutBuffer
+from agents.buffers import EOS_ALLOWED_KEY, CreditDictRolloutBuffer
 from agents.env_util import check_token_env, env_policy_path, make_token_vec_env
 from agents.kl import make_kl_controller, sequence_log_probs
 from agents.metrics import rollout_stats, update_metrics
@@ -178,6 +178,20 @@ class CreditAssignmentMixin:
         """``(N, V)`` bool masks for this step, or ``None`` (overridden by MaskablePPO)."""
         return None
 
+    def _eos_rule(self, env: VecEnv) -> tuple[int, int] | None:
+        """``(eos_id, min_new_tokens)`` when the env refuses EOS before ``min_new_tokens``, else None.
+
+        Read from the env once per rollout (settings may change between rollouts); an env
+        that does not expose them gets no EOS masking.
+        """
+        try:
+            if not bool(env.get_attr("eos_ends_episode")[0]):
+                return None
+            eos, min_new = env.get_attr("eos_id")[0], env.get_attr("min_new_tokens")[0]
+        except (AttributeError, KeyError):
+            return None
+        return None if eos is None else (int(eos), int(min_new))
+
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int, *_: Any, **__: Any
     ) -> bool:
@@ -196,6 +210,12 @@ class CreditAssignmentMixin:
             self._last_episode_starts = np.ones(n_envs, dtype=bool)  # type: ignore[attr-defined]
             self._in_episode = np.zeros(n_envs, dtype=bool)
         storing = np.ones(n_envs, dtype=bool)
+        # Fixed-length completions: EOS may not end an episode before min_new_tokens, so the policy
+        # must not sample it there. Every episode starts at this rollout's first step (see above),
+        # so counting steps since each row's episode start gives its generated length.
+        eos_rule = self._eos_rule(env)
+        policy.eos_token_id, policy.eos_min_new_tokens = (None, None) if eos_rule is None else eos_rule
+        generated = np.zeros(n_envs, dtype=np.int64)
         callback.on_rollout_start()
         n_steps = 0
         while True:
@@ -203,8 +223,10 @@ class CreditAssignmentMixin:
                 storing &= self._in_episode  # past the budget only unfinished episodes go on
                 if not storing.any():
                     break
+            eos_allowed = np.ones(n_envs, dtype=bool) if eos_rule is None else generated + 1 >= eos_rule[1]
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[attr-defined]
+                obs_tensor[EOS_ALLOWED_KEY] = th.as_tensor(eos_allowed, device=self.device)  # type: ignore[attr-defined]
                 masks = self._rollout_action_masks(env, obs_tensor)
                 if masks is None:
                     actions, values, log_probs = policy(obs_tensor)
@@ -218,7 +240,11 @@ class CreditAssignmentMixin:
                 return False
             self._update_info_buffer(infos, dones)  # type: ignore[attr-defined]
             rows = np.flatnonzero(storing)
-            rollout_buffer.add_rows(rows, self._last_obs, actions, self._last_episode_starts, values, log_probs, masks)  # type: ignore[attr-defined]
+            rollout_buffer.add_rows(
+                rows, self._last_obs, actions, self._last_episode_starts, values, log_probs, masks,  # type: ignore[attr-defined]
+                eos_allowed=eos_allowed,
+            )
+            generated = np.where(np.asarray(dones, dtype=bool), 0, generated + 1)
             if policy.last_rollout_entropy is not None:
                 rollout_buffer.step_entropy.extend(policy.last_rollout_entropy[th.as_tensor(rows)].tolist())
             finished = [int(r) for r in rows if dones[r]]

@@ -237,6 +237,7 @@ class _TransformerPolicyMixin:
         # EOS token the env refuses before min_new_tokens (set by the agents' rollout from the env's
         # rule); steps whose observation carries eos_allowed=False get it masked (see mask_eos).
         self.eos_token_id: int | None = None
+        self.eos_min_new_tokens: int | None = None  # the env's min_new_tokens (evaluate_episodes' default flag)
         self.model_kwargs = dict(model_kwargs or {})
         self.seq_len = int(observation_space["input_ids"].shape[-1])
         kwargs.pop("net_arch", None)  # the LM is the network
@@ -379,7 +380,9 @@ class _TransformerPolicyMixin:
             prompt_len, gen_len: ``(E,)``.
             action_masks: optional ``(E, Tmax, V)`` bool masks per step.
             eos_allowed: optional ``(E, Tmax)`` bool, whether EOS could be sampled at each step
-                (the rollout's rule, :meth:`mask_eos`).
+                (the rollout's rule, :meth:`mask_eos`). None: derived from the step index and
+                :attr:`eos_min_new_tokens` (step t, 0-based, allows EOS iff t + 1 >= it) when the
+                rollout set the rule, so the default path matches the rollout too.
         Returns:
             values, log_prob, entropy, each ``(E, Tmax)``, and ``valid`` ``(E, Tmax)`` bool; step t of
             episode e reads the logits at position ``prompt_len[e] + t - 1`` (state = prefix before a_t).
@@ -401,7 +404,10 @@ class _TransformerPolicyMixin:
             hv = base_of(self.value_model)(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
             h_vf = hv.gather(1, pos.unsqueeze(-1).expand(-1, -1, hv.shape[-1]))
         values = self.value_head(h_vf).float().squeeze(-1)
-        allowed = None if eos_allowed is None else eos_allowed[:, :t_max]
+        if eos_allowed is None and self.eos_token_id is not None and self.eos_min_new_tokens is not None:
+            allowed = (steps + 1 >= self.eos_min_new_tokens).unsqueeze(0).expand(len(ids), -1)
+        else:
+            allowed = None if eos_allowed is None else eos_allowed[:, :t_max]
         flat_logits = self.mask_eos(logits.reshape(-1, logits.shape[-1]), allowed)
         flat_masks = None if action_masks is None else action_masks.reshape(-1, action_masks.shape[-1])
         dist = self._distribution(flat_logits, flat_masks)

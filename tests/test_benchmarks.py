@@ -133,7 +133,7 @@ def test_from_results_redraws_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     rows = _tiny_results()
     path = bench.save_results(rows, {"command": "python -m benchmarks.dense_vs_sparse --tiny", "wall_s": 12.0}, tmp_path / "run")
     out = tmp_path / "redraw"
-    assert bench.main(["--from-results", str(path), "--out", str(out), "--report-update", "2"]) == 0
+    assert bench.main(["--from-results", str(path), "--out", str(out), "--report-update", "2", "--speed-window", "1"]) == 0
     text = (out / "tables.md").read_text()
     assert text == capsys.readouterr().out.split("redrawn in")[0].rstrip("\n") + "\n"
     # sparse at update 2: seeds give 2 and 3 -> 2.50 [2.00, 3.00]; abc at update 3: 4 and 5.
@@ -147,7 +147,7 @@ def test_from_results_redraws_table(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert (out / f"{name}_Tiny_task.png").stat().st_size > 1000
     # the CSV holds the same rows and redraws the same table
     out_csv = tmp_path / "redraw_csv"
-    bench.main(["--from-results", str(tmp_path / "run" / "results.csv"), "--out", str(out_csv), "--report-update", "2"])
+    bench.main(["--from-results", str(tmp_path / "run" / "results.csv"), "--out", str(out_csv), "--report-update", "2", "--speed-window", "1"])
     assert (out_csv / "tables.md").read_text().split("\n", 2)[2] == text.split("\n", 2)[2]
 
 
@@ -309,3 +309,47 @@ def test_smoke_run_with_real_agents(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert all(r[m] is not None and math.isfinite(r[m]) for r in rows for m in bench.METRICS)
     assert "total run time" in capsys.readouterr().out
     assert (out / "tables.md").exists()
+
+
+# ----------------------------------------------------------------------------- issue 10: speed per seed, RED
+
+
+def test_speed_threshold_is_smoothed_best_and_crossings_are_per_seed() -> None:
+    from benchmarks.dense_vs_sparse.tables import first_crossings_per_seed, speed_per_seed_text
+
+    updates = np.arange(1, 7)
+    seeds = np.array([[0, 4, 4, 4, 4, 4.0], [0, 0, 0, 0, 2, 8.0], [0, 0, 0, 0, 0, 0.0]])
+    # window 2: seed 0 -> [0, 2, 4, 4, 4, 4] crosses 3 at update 3; seed 1 -> [0, 0, 0, 0, 1, 5] at 6; seed 2 never
+    assert first_crossings_per_seed(updates, seeds, 3.0, 2) == [3, 6, None]
+    frac, text = speed_per_seed_text([3, 6, None])
+    assert frac == "2/3" and text.startswith("4.5 [") and "median 4.5" in text
+    assert speed_per_seed_text([None, None]) == ("0/2", "n/a")
+
+
+def test_table_reports_per_seed_speed_with_window() -> None:
+    df = __import__("pandas").DataFrame(_tiny_results())
+    from benchmarks.dense_vs_sparse.tables import all_tables
+
+    text = all_tables(df, report_update=2, smooth=1, speed_window=1)
+    # sparse mean curve [1.5, 2.5, 3.5]: best 3.5 at u3; abc [2.5, 3.5, 4.5] reaches it at u2;
+    # per seed (window 1, threshold 3.5): sparse seeds [1,2,3], [2,3,4] -> never and u3;
+    # abc seeds [2,3,4], [3,4,5] -> u3 and u2
+    assert "| 3 | 1.00 | 1/2 | 3.0 (median 3) |" in text
+    assert "| 2 | 0.67 | 2/2 | 2.5 [2.0, 3.0] (median 2.5) |" in text
+    assert "best 1-update trailing mean of its mean RM curve, 3.50 (reached at update 3)" in text
+
+
+def test_red_is_a_benchmark_mode_but_not_a_default() -> None:
+    args = bench.parse_args(["--modes", "sparse", "abc", "red", "--smoke"])
+    specs = bench.build_specs(args)
+    assert {s.condition for s in specs} == {"sparse", "abc (beta 0.8)", "red (beta 0.8)"}
+    assert "red" not in bench.parse_args([]).modes
+
+
+def test_episode_fidelity_red_by_hand() -> None:
+    ep = {"attention": np.array([0.1, 0.6, 0.3]), "gold_credit": np.array([0.0, 1.0, 0.0]), "score": 3.0,
+          "gold_score": 0.5, "prefix_scores": np.array([0.5, 2.5, 3.0])}
+    f = bench.episode_fidelity(ep, beta=0.8, rng=np.random.default_rng(0))
+    # d = [0.5, 2.0, 0.5]: the middle token is the gold one
+    assert f["top1_red"] == 1.0 and f["mass_red_abs"] == pytest.approx(2.0 / 3.0)
+    assert f["spearman_red"] == pytest.approx(1.0)

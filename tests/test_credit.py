@@ -54,7 +54,8 @@ def batches(draw):
 @given(batches(), st.sampled_from(REWARD_MODES), st.floats(0.0, 1.0))
 def test_total_is_score_and_outside_gets_nothing(batch, mode, beta):
     score, mask, attn, gold = batch
-    r = token_rewards(mode, score, mask, beta=beta, attention=attn, gold_weights=gold)
+    prefix = torch.log(attn).cumsum(-1)  # any finite per-position scores (used by 'red')
+    r = token_rewards(mode, score, mask, beta=beta, attention=attn, gold_weights=gold, prefix_scores=prefix)
     np.testing.assert_allclose(r.sum(-1).numpy(), score.numpy(), rtol=1e-12, atol=1e-9)
     assert (r[~mask] == 0).all(), "prompt and padding positions must get exactly zero"
 

@@ -25,6 +25,13 @@ Checked against transformers 5.0.0 (the declared floor), 5.17.0 and 5.24.0.
   checked reports them in a "LOAD REPORT" logged at warning level and shows a "Loading
   weights" tqdm bar; :func:`quiet_loading` silences both through the public
   ``transformers.utils.logging`` switches and restores them afterwards.
+- Per-position scores (RED): decoder ``*ForSequenceClassification`` models (GPT-2, GPT-NeoX,
+  Llama and the generic ``GenericForSequenceClassification``) apply their ``score`` linear
+  head to the hidden state of EVERY position and only then pool the last non-pad one;
+  :func:`sequence_score_head` returns that module and :func:`capture_output` records its
+  ``(B, L, C)`` output during the ordinary forward. A model without a ``score`` module, or
+  whose head output is not per position, has no per-position scores (``None`` / an error
+  raised by the caller).
 """
 
 from __future__ import annotations
@@ -56,11 +63,13 @@ __all__ = [
     "cache_from_layers",
     "cache_layers",
     "forward_with_cache",
+    "capture_output",
     "missing_keys",
     "quiet_loading",
     "register_attention",
     "repeat_kv",
     "sdpa_attention_forward",
+    "sequence_score_head",
     "supports_attention_backend",
 ]
 
@@ -192,3 +201,19 @@ def missing_keys(loading_info: Any) -> list[str]:
     """Sorted parameter names a checkpoint lacked, from ``from_pretrained(..., output_loading_info=True)``'s info."""
     keys = loading_info.get("missing_keys") if isinstance(loading_info, dict) else getattr(loading_info, "missing_keys", None)
     return sorted(str(k) for k in (keys or ()))
+
+
+def sequence_score_head(model: nn.Module) -> nn.Module | None:
+    """The linear head a decoder sequence classifier applies at every position (``model.score``), or None."""
+    head = getattr(model, "score", None)
+    return head if isinstance(head, nn.Module) else None
+
+
+@contextlib.contextmanager
+def capture_output(module: nn.Module, store: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """Within the block every output of ``module`` is appended to ``store`` (a forward hook)."""
+    handle = module.register_forward_hook(lambda _m, _inp, out: store.append(out))
+    try:
+        yield store
+    finally:
+        handle.remove()

@@ -21,6 +21,7 @@ from benchmarks.dense_vs_sparse.defaults import (
     BENCH_OVERRIDES,
     BETA_GRID,
     DEFAULT_LENGTHS,
+    DEFAULT_MODES,
     MODES,
     SWEEP_ALGOS,
     check_overrides,
@@ -31,7 +32,7 @@ from benchmarks.dense_vs_sparse.plan import RunSpec, build_specs, parse_length
 from benchmarks.dense_vs_sparse.pool import Interrupted, run_specs, stop_on_signals
 from benchmarks.dense_vs_sparse.provenance import run_meta
 from benchmarks.dense_vs_sparse.results import ResumeError, check_resume, load_results, row_spec, save_results
-from benchmarks.dense_vs_sparse.tables import report
+from benchmarks.dense_vs_sparse.tables import SPEED_WINDOW, report
 from benchmarks.dense_vs_sparse.training import config_hash, parse_set, run_config
 
 PROG = "python -m benchmarks.dense_vs_sparse"
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     task = ap.add_argument_group("task and conditions")
     task.add_argument("--env-id", default="abc_gym/Sentiment-v0")
-    task.add_argument("--modes", nargs="+", choices=MODES, default=None, help="credit modes (default: all four; --quick: sparse abc uniform)")
+    task.add_argument("--modes", nargs="+", choices=MODES, default=None, help="credit modes (default: sparse abc uniform oracle; --quick: sparse abc uniform; red is opt-in)")
     task.add_argument("--beta", type=float, default=None, help=f"ABC mixing weight (default {_default_text('beta', defaults)}; paper: 0.8)")
     task.add_argument("--betas", nargs="+", type=float, default=list(BETA_GRID), help="--sweep beta grid")
     task.add_argument("--lengths", nargs="+", type=parse_length, default=[parse_length(x) for x in DEFAULT_LENGTHS],
@@ -97,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="output folder (default results/dense_vs_sparse[_SWEEP] or results/credit_fidelity)")
     rep.add_argument("--report-update", type=int, default=20, help="the early update the table reports (paper: 20)")
     rep.add_argument("--smooth", type=int, default=1,
-                     help="trailing moving-average window for the speed column and plots (1 = raw, as the paper)")
+                     help="trailing moving-average window for the plots (1 = raw, as the paper)")
+    rep.add_argument("--speed-window", type=int, default=SPEED_WINDOW,
+                     help="trailing window of the speed figure: threshold = the baseline's best smoothed mean curve; "
+                          "first crossing of each condition's smoothed mean curve and of each seed's (with a CI)")
 
     fid = ap.add_argument_group("--fidelity")
     fid.add_argument("--fidelity-envs", nargs="+", default=["abc_gym/Sentiment-v0", "abc_gym/Sentiment-MiniLM-v0"])
@@ -137,7 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.seeds, args.n_updates = 1, 2
         args.report_update = min(args.report_update, args.n_updates)
     args.seeds = 5 if args.seeds is None else args.seeds
-    args.modes = args.modes or (["sparse", "abc"] if args.sweep == "algos" else list(MODES))
+    args.modes = args.modes or (["sparse", "abc"] if args.sweep == "algos" else list(DEFAULT_MODES))
     args.algo = args.algo or BENCH_OVERRIDES["algo"][0]
     args.n_updates = args.n_updates or BENCH_OVERRIDES["n_updates"][0]
     # TrainConfig's defaults, recorded so results.json says what was run; None when the
@@ -230,7 +234,7 @@ def train_benchmark(args: argparse.Namespace, t0: float) -> int:
     m = meta(wall)
     save_results(rows, m, out)
     header = f"Command: `{m['command']}`; run time {wall:.0f} s.\n\n"
-    print(report(pd.DataFrame(rows), out, args.report_update, args.smooth, header))
+    print(report(pd.DataFrame(rows), out, args.report_update, args.smooth, header, args.speed_window))
     print(f"total run time: {wall:.0f} s ({wall / 60:.1f} min) -> {out}")
     return 0
 
@@ -252,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         df, meta = load_results(args.from_results)
         header = f"Results from `{meta.get('command', args.from_results)}`" + (
             f", run time {meta['wall_s']:.0f} s.\n\n" if meta.get("wall_s") else ".\n\n")
-        print(report(df, out, args.report_update, args.smooth, header))
+        print(report(df, out, args.report_update, args.smooth, header, args.speed_window))
         print(f"redrawn in {time.perf_counter() - t0:.1f} s -> {out}")
         return 0
 

@@ -14,7 +14,9 @@ from typing import Any
 METRICS: tuple[str, ...] = ("rm_score", "gold_score", "kl", "value_loss")
 METRIC_LABELS = {"rm_score": "RM score", "gold_score": "gold (VADER) score", "kl": "KL to reference", "value_loss": "value loss"}
 ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "token_ppo")
-MODES = ("sparse", "abc", "uniform", "oracle")
+MODES = ("sparse", "abc", "uniform", "oracle", "red")
+#: Modes a plain run compares (``--modes`` picks others, e.g. ``red``: prefix-score differences, RED).
+DEFAULT_MODES = ("sparse", "abc", "uniform", "oracle")
 BETA_GRID = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 SWEEP_ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo")
 

@@ -1,4 +1,5 @@
-"""Credit fidelity (``--fidelity``, no training): how well ABC's attention credit matches the gold per-token credit."""
+"""Credit fidelity (``--fidelity``, no training): how well ABC's attention credit, and RED's prefix-score
+differences beside it, match the gold per-token credit."""
 
 from __future__ import annotations
 
@@ -37,10 +38,21 @@ def sample_episodes(env_id: str, n_episodes: int, seed: int, batch: int, device:
 
     device = str(resolve_device(device))  # "auto" (TrainConfig's default) is abc_gym's word, not torch's
 
-    env = gym.make_vec(
-        env_id, num_envs=batch, vectorization_mode="vector_entry_point",
-        reward_mode="sparse", record_attention=True, device=device,
-    )
+    # RED's prefix scores come with reward_mode="red" (info["prefix_scores"]) where the reward model can
+    # give them; the others (encoders, other tokenizers) run sparse and get no RED column. The mode
+    # changes no token draw.
+    try:
+        env = gym.make_vec(
+            env_id, num_envs=batch, vectorization_mode="vector_entry_point",
+            reward_mode="red", record_attention=True, device=device,
+        )
+    except ValueError as err:
+        if "reward_mode='red'" not in str(err):
+            raise
+        env = gym.make_vec(
+            env_id, num_envs=batch, vectorization_mode="vector_entry_point",
+            reward_mode="sparse", record_attention=True, device=device,
+        )
     policy = AutoModelForCausalLM.from_pretrained(POLICY_PATH, local_files_only=True).to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     episodes: list[dict[str, Any]] = []
@@ -102,6 +114,15 @@ def episode_fidelity(ep: dict[str, Any], beta: float, rng: np.random.Generator) 
     for name, w in credit.items():
         out[f"mass_{name}"] = float(w[relevant].sum())
         out[f"tv_{name}"] = stats.total_variation(w, g)
+    if ep.get("prefix_scores") is not None:  # RED (beta = 1): d_1 = R(x, y_1), d_t = R(x, y<=t) - R(x, y<=t-1)
+        s = np.asarray(ep["prefix_scores"], dtype=float)
+        d = np.diff(np.concatenate([[0.0], s]))
+        mag = np.abs(d)
+        out["spearman_red"] = stats.spearman(d, g)
+        out["spearman_red_abs"] = stats.spearman(mag, g)
+        out["top1_red"] = float(relevant[int(np.argmax(d))])
+        out["mass_red_abs"] = float(mag[relevant].sum() / mag.sum()) if mag.sum() > 0 else math.nan
+        out["tv_red_abs"] = stats.total_variation(mag, g) if mag.sum() > 0 else math.nan
     return out
 
 
@@ -151,6 +172,24 @@ def run_fidelity(args: argparse.Namespace) -> str:
         )
     lines += [
         "",
+        "| reward model (env) | Spearman(ABC a_t, gold) | Spearman(RED d_t, gold) | Spearman(abs RED d_t, gold) | "
+        "top-1 ABC token is gold-credited | top-1 RED token is gold-credited |",
+        "|---|---|---|---|---|---|",
+    ]
+    for env_id, rows in per_episode.items():
+        d = pd.DataFrame(rows)
+        if d.empty or "spearman_red" not in d:
+            lines.append(f"| {env_id} | {'n/a' if d.empty else ci_text(d['spearman_abc'].to_numpy(), digits=3)} | "
+                         "n/a (no prefix scores: reward_mode='red' needs a decoder RM with the policy's tokenizer) | n/a | "
+                         f"{'n/a' if d.empty else ci_text(d['top1_abc'].to_numpy())} | n/a |")
+            continue
+        lines.append(
+            f"| {env_id} | {ci_text(d['spearman_abc'].to_numpy(), digits=3)} | {ci_text(d['spearman_red'].to_numpy(), digits=3)} | "
+            f"{ci_text(d['spearman_red_abs'].to_numpy(), digits=3)} | {ci_text(d['top1_abc'].to_numpy())} | "
+            f"{ci_text(d['top1_red'].to_numpy())} |"
+        )
+    lines += [
+        "",
         "| reward model (env) | credit | mass on gold-credited tokens | TV distance to gold credit |",
         "|---|---|---|---|",
     ]
@@ -161,6 +200,9 @@ def run_fidelity(args: argparse.Namespace) -> str:
         lines.append(f"| {env_id} | (share of tokens gold credits) | {ci_text(d['gold_tokens'].to_numpy() / d['length'].to_numpy())} | |")
         for name in ("abc_attention", f"abc_beta{args.beta:g}", "sparse", "uniform"):
             lines.append(f"| {env_id} | {name} | {ci_text(d['mass_' + name].to_numpy())} | {ci_text(d['tv_' + name].to_numpy())} |")
+        if "mass_red_abs" in d:
+            lines.append(f"| {env_id} | red (abs d_t, normalised) | {ci_text(d['mass_red_abs'].dropna().to_numpy())} | "
+                         f"{ci_text(d['tv_red_abs'].dropna().to_numpy())} |")
         lines.append(f"| {env_id} | oracle | 1.00 | 0.00 |")
     wall = time.perf_counter() - t0
     text = "\n".join(lines) + (
@@ -169,7 +211,10 @@ def run_fidelity(args: argparse.Namespace) -> str:
         "are skipped and counted. Uniform credit is a constant vector, so its rank "
         "correlation is undefined (NaN); its floor is the chance level, estimated by correlating gold with ABC's own "
         "weights in random order (20 permutations per episode). 'abc_attention' is a_t alone (beta = 1); "
-        f"'abc_beta{args.beta:g}' the credit the env hands out (beta a_t + (1 - beta) [t = T]).\n"
+        f"'abc_beta{args.beta:g}' the credit the env hands out (beta a_t + (1 - beta) [t = T]). RED (beta = 1): "
+        "d_t = R(x, y<=t) - R(x, y<=t-1) with the prompt's score on the first token, from the same reward-model "
+        "forward; it is signed (a token that lowers the score gets negative credit) while gold credit is a "
+        "non-negative weight on sentiment words, so both the signed and the absolute d_t are ranked.\n"
         f"\nRun time: {wall:.0f} s.\n"
     )
     out = Path(args.out)

@@ -105,7 +105,7 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
                 specs.append(RunSpec(sweep, task, env_id, condition, baseline, algo, mode, float(beta), seed))
 
     def mode_label(mode: str) -> str:
-        return f"abc (beta {args.beta:g})" if mode == "abc" else mode
+        return f"{mode} (beta {args.beta:g})" if mode in ("abc", "red") else mode
 
     if args.sweep is None:
         conds = [(mode_label(m), args.algo, m, args.beta) for m in args.modes]
