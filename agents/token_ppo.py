@@ -128,6 +128,7 @@ class TokenPPO(PPO):
             "advantages": take(buf.advantages),
             "returns": take(buf.returns),
             "valid": th.as_tensor(valid, device=dev),
+            "eos_allowed": take(buf.observations["eos_allowed"]),
         }
 
     def _update(self) -> None:
@@ -148,7 +149,8 @@ class TokenPPO(PPO):
             for start in range(0, n_eps, per_mb):
                 sel = order[start : start + per_mb]
                 values, log_prob, entropy, valid = self.policy.evaluate_episodes(
-                    data["input_ids"][sel], data["attention_mask"][sel], data["prompt_len"][sel], data["gen_len"][sel]
+                    data["input_ids"][sel], data["attention_mask"][sel], data["prompt_len"][sel], data["gen_len"][sel],
+                    eos_allowed=data["eos_allowed"][sel],
                 )
                 t = valid.shape[1]
                 pick = {k: data[k][sel][:, :t][valid] for k in ("old_values", "old_log_prob", "advantages", "returns")}
