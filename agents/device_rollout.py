@@ -131,7 +131,8 @@ def collect_rollouts_device(algo: Any, env: Any, callback: Any, rollout_buffer: 
     policy.eos_token_id, policy.eos_min_new_tokens = (None, None) if eos_rule is None else eos_rule
     eos_key = getattr(_buffers, "EOS_ALLOWED_KEY", None)
     generated = np.zeros(n_envs, dtype=np.int64)  # host copy of engine.gen_len, from the dones (no sync)
-    steps = _DeviceSteps(rollout_buffer, algo.device)
+    dev = algo.device
+    steps = _DeviceSteps(rollout_buffer, dev)
     episode_starts = np.asarray(algo._last_episode_starts, dtype=bool)
     callback.on_rollout_start()
     n_steps = 0
@@ -140,10 +141,11 @@ def collect_rollouts_device(algo: Any, env: Any, callback: Any, rollout_buffer: 
             storing &= algo._in_episode
             if not storing.any():
                 break
-        obs = {"input_ids": engine.input_ids, "attention_mask": engine.attention_mask}
+        # the engine's own tensors (no copy when the env and the policy share a device)
+        obs = {"input_ids": engine.input_ids.to(dev), "attention_mask": engine.attention_mask.to(dev)}
         eos_allowed = None
         if eos_rule is not None and eos_key is not None:
-            obs[eos_key] = engine.gen_len + 1 >= eos_rule[1]
+            obs[eos_key] = (engine.gen_len + 1 >= eos_rule[1]).to(dev)
             eos_allowed = generated + 1 >= eos_rule[1]
         with th.no_grad():
             actions, values, log_probs = policy(obs)
@@ -151,7 +153,7 @@ def collect_rollouts_device(algo: Any, env: Any, callback: Any, rollout_buffer: 
         slots = _book_rows(rollout_buffer, rows, episode_starts, eos_allowed)
         steps.write(slots, rows, values, log_probs)
         if policy.last_rollout_entropy is not None:
-            steps.entropy.append(policy.last_rollout_entropy[th.as_tensor(rows, device=algo.device)])
+            steps.entropy.append(policy.last_rollout_entropy[th.as_tensor(rows, device=dev)])
         result = engine.step_autoreset(actions.reshape(-1), env._rngs)
         dones = result.terminated
         infos: list[dict[str, Any]] = [{} for _ in range(n_envs)]

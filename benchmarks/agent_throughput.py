@@ -14,6 +14,12 @@ Side by side, each measurement in a fresh process (so its peak RSS is its own):
 (12 layers, width 768, random weights, on the shipped tokenizer; built locally, no
 download), where attention over the prefix, not per-call overhead, dominates.
 
+``--device cpu|cuda`` prints the fast-path tables instead (docs/performance.md), in one
+process, medians of ``--repeats``: rollout tokens/s of the device-resident rollout, the
+numpy rollout and HF ``generate`` + one reward-model batch at ``--sizes`` envs; KV-cache
+rollout vs a full forward per step at ``--cache-sizes``; TokenPPO's update vs SB3's
+PPO.train. GPU sizes: ``--sizes 16 64 256 1024 --cache-sizes 16 64 --update-policy same``.
+
 Prints a markdown table. Completions have a fixed length (``min_new_tokens = max_new_tokens``,
 EOS does not end them) so both sides generate the same number of tokens.
 """
@@ -47,22 +53,49 @@ def gpt2_small_policy(path: str) -> str:
     return path
 
 
-def _setup(new_tokens: int, n_envs: int, seed: int = 0, policy: str | None = None):
+def gpt2_small_reward_model(path: str) -> str:
+    """Save a random GPT-2-small-shaped 2-class reward model on the shipped tokenizer to ``path``."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    from abc_gym.tasks.sentiment import POLICY_PATH
+
+    tok = AutoTokenizer.from_pretrained(POLICY_PATH)
+    torch.manual_seed(1)
+    cfg = GPT2Config(
+        vocab_size=len(tok), n_positions=256, n_embd=768, n_layer=12, n_head=12, num_labels=2,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
+    GPT2ForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _setup(
+    new_tokens: int, n_envs: int, seed: int = 0, policy: str | None = None, device: str = "cpu",
+    reward_model: str | None = None, threads: int | None = 1,
+):
     import torch
     import transformers
 
-    torch.set_num_threads(1)
+    if threads:
+        torch.set_num_threads(threads)
     transformers.utils.logging.disable_progress_bar()
     from stable_baselines3.common.logger import configure
 
     from agents.algorithms import make_token_vec_env
     from agents.token_ppo import TokenPPO
 
-    env = make_token_vec_env(ENV, num_envs=n_envs, seed=seed, min_new_tokens=new_tokens, max_new_tokens=new_tokens, eos_ends_episode=False)
+    extra = {"reward_model": reward_model} if reward_model else {}
+    env = make_token_vec_env(
+        ENV, num_envs=n_envs, seed=seed, min_new_tokens=new_tokens, max_new_tokens=new_tokens, eos_ends_episode=False,
+        device=device, **extra,
+    )
     policy_kwargs = {"model_name_or_path": policy} if policy else None
     model = TokenPPO(
         "TransformerPolicy", env, learning_rate=1e-4, n_epochs=4, batch_size=4 * new_tokens, minibatch_episodes=4,
-        seed=seed, device="cpu", policy_kwargs=policy_kwargs,
+        seed=seed, device=device, policy_kwargs=policy_kwargs,
     )
     model.set_logger(configure(None, []))
     return model
@@ -108,6 +141,149 @@ def job_baseline(new_tokens: int, n_envs: int) -> dict[str, Any]:
     return {"peak_mb": _peak_mb()}
 
 
+# ----------------------------------------------------------------------------- --device: the fast-path tables
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _median(fn, repeats: int) -> float:
+    import statistics
+
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def time_rollout(model, repeats: int, device_rollout: bool = True, use_cache: bool = True) -> tuple[float, int]:
+    """Median seconds of one TokenPPO rollout (n_steps=1: one complete episode per env) and its tokens."""
+    model.device_rollout, model.policy.use_cache = device_rollout, use_cache
+    if not hasattr(model, "_bench_callback"):
+        _, model._bench_callback = model._setup_learn(10**12, None)
+
+    def once() -> float:
+        _sync(model.device.type)
+        t = time.perf_counter()
+        model.collect_rollouts(model.env, model._bench_callback, model.rollout_buffer, 1)
+        _sync(model.device.type)
+        return time.perf_counter() - t
+
+    once()  # warm-up (allocations, kernels)
+    return _median(once, repeats), model.rollout_buffer.n_valid
+
+
+def time_generate(model, new_tokens: int, repeats: int) -> tuple[float, int]:
+    """Median seconds of HF ``generate`` (sampling, KV cache, fixed length) on the env's prompts plus one
+    reward-model batch with ABC attention over all completions: the baseline a rollout must beat."""
+    import torch
+
+    engine = model.env.episodes
+    lm = model.policy.lm.eval()
+    model.env.reset()
+    n_real = engine.attention_mask.sum(-1)
+    width = int(n_real.max())
+    j = torch.arange(width, device=engine.device).unsqueeze(0)
+    offset = (width - n_real).unsqueeze(1)
+    left_mask = (j >= offset).long()
+    left_ids = engine.input_ids.gather(1, (j - offset).clamp(min=0)) * left_mask + engine.pad_id * (1 - left_mask)
+    left_ids, left_mask = left_ids.to(model.device), left_mask.to(model.device)
+
+    def once() -> float:
+        _sync(model.device.type)
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = lm.generate(
+                input_ids=left_ids, attention_mask=left_mask, do_sample=True, top_k=0, top_p=1.0,
+                max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=engine.pad_id,
+            )
+        mask = torch.cat([left_mask, torch.ones(len(out), out.shape[1] - width, dtype=torch.long, device=out.device)], 1)
+        engine.reward_model.score(out.to(engine.device), mask.to(engine.device), with_attention=True)
+        _sync(model.device.type)
+        return time.perf_counter() - t
+
+    once()
+    return _median(once, repeats), len(left_ids) * new_tokens
+
+
+def time_update(model, sequence_level: bool) -> tuple[float, int]:
+    """Seconds of one update (4 epochs) on a fresh rollout: TokenPPO's or SB3 PPO.train (per transition)."""
+    import torch
+    from stable_baselines3 import PPO as SB3PPO
+
+    if not hasattr(model, "_bench_callback"):
+        _, model._bench_callback = model._setup_learn(10**12, None)
+    model.device_rollout = sequence_level  # SB3's per-transition update reads the stored observations
+    model.collect_rollouts(model.env, model._bench_callback, model.rollout_buffer, 1)
+    torch.manual_seed(0)
+    _sync(model.device.type)
+    t = time.perf_counter()
+    if sequence_level:
+        model._update()
+    else:
+        SB3PPO.train(model)
+    _sync(model.device.type)
+    return time.perf_counter() - t, model.rollout_buffer.n_valid
+
+
+def device_tables(args: argparse.Namespace) -> str:
+    """The fast-path tables (docs/performance.md), on ``args.device``."""
+    import tempfile
+
+    import torch
+
+    policy = rm = None
+    if args.policy == "gpt2-small":
+        policy = gpt2_small_policy(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_"))
+        rm = gpt2_small_reward_model(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_rm_"))
+    dev, k = args.device, args.new_tokens
+    threads = None if dev.startswith("cuda") else args.threads
+    out = [
+        f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.startswith('cuda') else 'cpu'}), torch {torch.__version__}, "
+        f"torch threads {torch.get_num_threads() if threads is None else threads}, actor and RM: {args.policy}, "
+        f"{k} new tokens per episode, medians of {args.repeats}",
+        "",
+        "| envs | device rollout tok/s | numpy rollout tok/s | HF generate + RM batch tok/s | device / generate | device / numpy |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in args.sizes:
+        model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=threads)
+        t_dev, tok = time_rollout(model, args.repeats, device_rollout=True)
+        t_np, _ = time_rollout(model, args.repeats, device_rollout=False) if n <= args.numpy_max_envs else (float("nan"), tok)
+        t_gen, tok_gen = time_generate(model, k, args.repeats)
+        r_dev, r_np, r_gen = tok / t_dev, tok / t_np, tok_gen / t_gen
+        out.append(f"| {n} | {r_dev:,.0f} | {r_np:,.0f} | {r_gen:,.0f} | {r_dev / r_gen:.2f}x | {r_dev / r_np:.2f}x |")
+        print(out[-1], flush=True)
+        del model
+    out += [
+        "",
+        "| envs | KV cache rollout tok/s | full forward per step tok/s | cache / full |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n in args.cache_sizes:
+        model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=threads)
+        t_c, tok = time_rollout(model, args.repeats, use_cache=True)
+        t_f, _ = time_rollout(model, max(1, args.repeats // 3), use_cache=False)
+        out.append(f"| {n} | {tok / t_c:,.0f} | {tok / t_f:,.0f} | {t_f / t_c:.2f}x |")
+        print(out[-1], flush=True)
+        del model
+    out += [
+        "",
+        "| update (4 epochs, minibatches of 4 episodes) | transitions | SB3 PPO.train s | TokenPPO s | speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    model = _setup(args.update_tokens, args.update_envs, policy=policy if args.update_policy == "same" else None,
+                   device=dev, reward_model=rm if args.update_policy == "same" else None, threads=threads)
+    time_update(model, True)  # warm-up
+    seq, n_tr = time_update(model, True)
+    per, _ = time_update(model, False)
+    actor = args.policy if args.update_policy == "same" else "shipped"
+    out.append(f"| {args.update_envs} episodes x {args.update_tokens} tokens, {actor} actor | {n_tr} | {per:.2f} | {seq:.2f} | {per / seq:.1f}x |")
+    print(out[-1], flush=True)
+    return "\n".join(out)
+
+
 def _run(fn, *args) -> dict[str, Any]:
     with mp.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
@@ -120,7 +296,23 @@ def main() -> None:
     p.add_argument("--rollout-tokens", type=int, nargs="+", default=[16, 48])
     p.add_argument("--update-tokens", type=int, default=32)
     p.add_argument("--policy", choices=["shipped", "gpt2-small"], default="shipped", help="actor for the rollout rows")
+    p.add_argument("--device", default=None, help="print the fast-path tables on this device (cpu, cuda) instead")
+    p.add_argument("--sizes", type=int, nargs="+", default=[16, 64], help="--device: envs of the rollout table")
+    p.add_argument("--cache-sizes", type=int, nargs="+", default=[16], help="--device: envs of the cache table")
+    p.add_argument("--new-tokens", type=int, default=48, help="--device: new tokens per episode")
+    p.add_argument("--numpy-max-envs", type=int, default=64, help="--device: largest N timed on the numpy path")
+    p.add_argument("--update-envs", type=int, default=16, help="--device: episodes of the update row")
+    p.add_argument("--update-policy", choices=["same", "shipped"], default="shipped",
+                   help="--device: update row on the --policy actor (same) or the shipped one")
+    p.add_argument("--threads", type=int, default=1, help="--device on CPU: torch threads")
     args = p.parse_args()
+    if args.device is not None:
+        if args.device == "auto":
+            import torch
+
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(device_tables(args))
+        return
     policy = None
     if args.policy == "gpt2-small":
         import tempfile
