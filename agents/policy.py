@@ -310,7 +310,7 @@ class _TransformerPolicyMixin:
             logits = self.mask_eos(self.lm.get_output_embeddings()(h_pi).float(), obs.get(EOS_ALLOWED_KEY))
         if need_vf:
             h_vf = h_pi if self.value_model is None else self._trunk_hidden("vf", ids, mask)
-            values = self.value_head(h_vf).float()
+            values = self.value_head(h_vf.to(self.value_head.weight.dtype)).float()  # a bf16 trunk, a float32 head
         return logits, values
 
     def mask_eos(self, logits: torch.Tensor, eos_allowed: torch.Tensor | None) -> torch.Tensor:
@@ -403,7 +403,7 @@ class _TransformerPolicyMixin:
         else:
             hv = base_of(self.value_model)(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
             h_vf = hv.gather(1, pos.unsqueeze(-1).expand(-1, -1, hv.shape[-1]))
-        values = self.value_head(h_vf).float().squeeze(-1)
+        values = self.value_head(h_vf.to(self.value_head.weight.dtype)).float().squeeze(-1)
         if eos_allowed is None and self.eos_token_id is not None and self.eos_min_new_tokens is not None:
             allowed = (steps + 1 >= self.eos_min_new_tokens).unsqueeze(0).expand(len(ids), -1)
         else:

@@ -119,3 +119,39 @@ def test_device_rollout_is_used_only_where_exact() -> None:
     model = TokenPPO("TransformerPolicy", env, seed=0, device="cpu")
     assert model.device_rollout and device_rollout_supported(model, model.env)
     assert not device_rollout_supported(model, VecMonitor(env))
+
+
+# ----------------------------------------------------------------------------- bf16
+
+
+def bf16_log_prob_gap(device: str) -> float:
+    """Largest |log-prob| gap of a bf16 policy (KV cache) to the float32 policy (full forward), same actions."""
+    from agents.env_util import make_token_vec_env
+    from agents.policy import TransformerActorCriticPolicy
+
+    env = make_token_vec_env(ENV, num_envs=4, seed=0, device=device)
+    path = env.get_attr("policy_name_or_path")[0]
+
+    def make(**kw):
+        p = TransformerActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model_name_or_path=path, **kw)
+        p.set_training_mode(False)
+        return p.to(device)
+
+    p32, p16 = make(use_cache=False), make(model_kwargs={"dtype": torch.bfloat16})
+    obs = env.reset()
+    torch.manual_seed(0)
+    worst = 0.0
+    for _ in range(20):
+        o = {k: torch.as_tensor(v, device=device) for k, v in obs.items()}
+        with torch.no_grad():
+            actions, _, lp32 = p32(o)
+            logits16, _ = p16._heads(o)
+        lp16 = torch.log_softmax(logits16.float(), -1).gather(1, actions.view(-1, 1)).squeeze(1)
+        worst = max(worst, (lp16 - lp32).abs().max().item())
+        obs, _, _, _ = env.step(actions.cpu().numpy())
+    return worst
+
+
+def test_bf16_cached_log_probs_within_tolerance() -> None:
+    gap = bf16_log_prob_gap("cpu")
+    assert 0 < gap < 0.1  # bf16 keeps 8 bits of mantissa: log-probs agree to a few hundredths
