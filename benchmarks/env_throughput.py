@@ -1,6 +1,7 @@
 """Env throughput and the cost of ABC scoring. Prints markdown tables.
 
     python -m benchmarks.env_throughput [--device cpu] [--steps 200] [--repeats 5]
+    python -m benchmarks.env_throughput --device cuda --sizes 1 16 64 256 1024 --rm-batch 64   # GPU check
 
 1. Steps/s and tokens/s of the batched env (one torch batch) at N = 1, 16, 64 with
    random actions, against N single envs stepped in a Python loop (the same work
@@ -136,14 +137,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of each scoring variant")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--rm-batch", type=int, default=16, help="scoring table: completions per reward-model batch")
+    parser.add_argument("--rm-length", type=int, default=128, help="scoring table: tokens per completion")
+    parser.add_argument("--skip-env", action="store_true", help="only the scoring table")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"device: {args.device}, torch threads: {torch.get_num_threads()}\n")
-    print("### Env throughput (random actions, ABC mode)\n")
-    print(env_table(args.sizes, args.steps, args.device))
+    if not args.skip_env:
+        print("### Env throughput (random actions, ABC mode)\n")
+        print(env_table(args.sizes, args.steps, args.device))
     print("\n### Reward-model scoring: ABC vs sparse\n")
-    print(scoring_table(args.repeats, args.device))
+    print(scoring_table(args.repeats, args.device, length=args.rm_length, batch=args.rm_batch))
 
 
 if __name__ == "__main__":
