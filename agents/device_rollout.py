@@ -16,8 +16,9 @@ from numpy one step at a time (values and log-probs copied to the host each step
 - values, log-probs and entropies stay on the device in ``(buffer_size, N)`` tensors and are
   copied to the buffer's arrays only when an episode ends (its credit write-back reads its
   log-probs) and at the end of the rollout: a handful of transfers per rollout, not one per
-  token; per-step observations are not stored (TokenPPO's update reads each episode's final
-  sequence, never the per-step observations);
+  token; each finished episode's per-step observations and actions are rebuilt on the host
+  from its final sequence (step t saw the prompt and t actions), so the buffer holds exactly
+  what the numpy path stores;
 - the fixed-length EOS rule (EOS refused before ``min_new_tokens``) is the same policy
   API as the numpy path: ``policy.eos_token_id`` / ``eos_min_new_tokens`` and the
   observation's ``eos_allowed`` flag, computed on the device from the engine's ``gen_len``;
@@ -110,6 +111,20 @@ def _book_rows(buffer: Any, rows: np.ndarray, episode_starts: np.ndarray, eos_al
     return slots
 
 
+def _write_steps(buffer: Any, record: Any, pad_id: int) -> None:
+    """Each step's observation and action of a finished episode, rebuilt on the host from its final
+    sequence (step t saw the prompt and the first t actions; the rest is padding, as the engine
+    lays it out), so the buffer holds what the numpy path stores: per-transition algorithms and
+    ``get()`` read it."""
+    t = np.arange(record.gen_len)
+    ids = np.asarray(record.input_ids)
+    seen = np.arange(len(ids))[None, :] < (record.prompt_len + t)[:, None]  # (T, L)
+    slots, row = record.slots, record.env_idx
+    buffer.observations["input_ids"][slots, row] = np.where(seen, ids[None, :], pad_id)
+    buffer.observations["attention_mask"][slots, row] = seen
+    buffer.actions[slots, row] = ids[record.prompt_len + t].reshape(-1, 1)
+
+
 def collect_rollouts_device(algo: Any, env: Any, callback: Any, rollout_buffer: Any, n_rollout_steps: int) -> bool:
     """:meth:`CreditAssignmentMixin.collect_rollouts` on the engine's device tensors (module doc)."""
     if algo._update_horizon is not None and algo._n_completed_updates >= algo._update_horizon[1]:
@@ -170,7 +185,10 @@ def collect_rollouts_device(algo: Any, env: Any, callback: Any, rollout_buffer: 
         finished = [int(r) for r in rows if dones[r]]
         if finished:
             steps.flush(rollout_buffer)  # the write-back reads the episode's stored log-probs
+            n_before = len(rollout_buffer.episodes)
             algo._finish_episodes(rollout_buffer, finished, infos)
+            for record in rollout_buffer.episodes[n_before:]:
+                _write_steps(rollout_buffer, record, engine.pad_id)
         algo._in_episode = ~np.asarray(dones, dtype=bool)
         episode_starts = np.asarray(dones, dtype=bool)
         n_steps += 1

@@ -80,6 +80,9 @@ def _two_rollouts(device_rollout: bool, **env_kwargs):
                 "scores": np.array([e.score for e in eps]),
                 "kl": np.array([e.kl for e in eps]),
                 "valid": buf.valid.copy(),
+                "obs_ids": np.where(buf.valid[..., None], buf.observations["input_ids"], -1),
+                "obs_mask": np.where(buf.valid[..., None], buf.observations["attention_mask"], -1),
+                "actions": np.where(buf.valid[..., None], buf.actions, -1),
                 "values": np.where(buf.valid, buf.values, 0.0),
                 "log_probs": np.where(buf.valid, buf.log_probs, 0.0),
                 "advantages": np.where(buf.valid, buf.advantages, 0.0),
@@ -102,7 +105,7 @@ def test_device_rollout_equals_numpy_rollout(env_kwargs) -> None:
     for a, b in zip(numpy_path, device_path):
         assert a.keys() == b.keys()
         for key in a:
-            if key in ("ids", "valid", "timesteps"):
+            if key in ("ids", "valid", "timesteps", "obs_ids", "obs_mask", "actions"):
                 assert np.array_equal(a[key], b[key]), key
             else:
                 np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
