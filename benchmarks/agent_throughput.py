@@ -151,36 +151,43 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _median(fn, repeats: int) -> float:
+def _interleaved(runs: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Median seconds of each zero-argument timer in ``runs``, after one warm-up each, the timers
+    interleaved repeat by repeat (so load from other processes hits every variant alike)."""
     import statistics
 
-    return statistics.median(fn() for _ in range(repeats))
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, fn in runs.items():
+            times[k].append(fn())
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
-def time_rollout(model, repeats: int, device_rollout: bool = True, use_cache: bool = True) -> tuple[float, int]:
-    """Median seconds of one TokenPPO rollout (n_steps=1: one complete episode per env) and its tokens."""
-    model.device_rollout, model.policy.use_cache = device_rollout, use_cache
+def rollout_timer(model, device_rollout: bool = True, use_cache: bool = True):
+    """A timer of one TokenPPO rollout (n_steps=1: one complete episode per env); ``model.rollout_buffer.n_valid`` tokens."""
     if not hasattr(model, "_bench_callback"):
         _, model._bench_callback = model._setup_learn(10**12, None)
 
     def once() -> float:
+        model.device_rollout, model.policy.use_cache = device_rollout, use_cache
         _sync(model.device.type)
         t = time.perf_counter()
         model.collect_rollouts(model.env, model._bench_callback, model.rollout_buffer, 1)
         _sync(model.device.type)
         return time.perf_counter() - t
 
-    once()  # warm-up (allocations, kernels)
-    return _median(once, repeats), model.rollout_buffer.n_valid
+    return once
 
 
-def time_generate(model, new_tokens: int, repeats: int) -> tuple[float, int]:
-    """Median seconds of HF ``generate`` (sampling, KV cache, fixed length) on the env's prompts plus one
+def generate_timer(model, new_tokens: int):
+    """A timer of HF ``generate`` (sampling, KV cache, fixed length) on the env's prompts plus one
     reward-model batch with ABC attention over all completions: the baseline a rollout must beat."""
     import torch
 
     engine = model.env.episodes
-    lm = model.policy.lm.eval()
+    lm = model.policy.lm
     model.env.reset()
     n_real = engine.attention_mask.sum(-1)
     width = int(n_real.max())
@@ -191,6 +198,7 @@ def time_generate(model, new_tokens: int, repeats: int) -> tuple[float, int]:
     left_ids, left_mask = left_ids.to(model.device), left_mask.to(model.device)
 
     def once() -> float:
+        lm.eval()
         _sync(model.device.type)
         t = time.perf_counter()
         with torch.no_grad():
@@ -203,8 +211,7 @@ def time_generate(model, new_tokens: int, repeats: int) -> tuple[float, int]:
         _sync(model.device.type)
         return time.perf_counter() - t
 
-    once()
-    return _median(once, repeats), len(left_ids) * new_tokens
+    return once
 
 
 def time_update(model, sequence_level: bool) -> tuple[float, int]:
@@ -242,17 +249,19 @@ def device_tables(args: argparse.Namespace) -> str:
     out = [
         f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.startswith('cuda') else 'cpu'}), torch {torch.__version__}, "
         f"torch threads {torch.get_num_threads() if threads is None else threads}, actor and RM: {args.policy}, "
-        f"{k} new tokens per episode, medians of {args.repeats}",
+        f"{k} new tokens per episode, medians of {args.repeats} interleaved repeats (cache table: {args.cache_repeats})",
         "",
         "| envs | device rollout tok/s | numpy rollout tok/s | HF generate + RM batch tok/s | device / generate | device / numpy |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for n in args.sizes:
         model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=threads)
-        t_dev, tok = time_rollout(model, args.repeats, device_rollout=True)
-        t_np, _ = time_rollout(model, args.repeats, device_rollout=False) if n <= args.numpy_max_envs else (float("nan"), tok)
-        t_gen, tok_gen = time_generate(model, k, args.repeats)
-        r_dev, r_np, r_gen = tok / t_dev, tok / t_np, tok_gen / t_gen
+        runs = {"device": rollout_timer(model, device_rollout=True), "generate": generate_timer(model, k)}
+        if n <= args.numpy_max_envs:
+            runs["numpy"] = rollout_timer(model, device_rollout=False)
+        t = _interleaved(runs, args.repeats)
+        tok = n * k  # fixed-length completions: every rollout stores n episodes of k tokens
+        r_dev, r_gen, r_np = tok / t["device"], tok / t["generate"], tok / t.get("numpy", float("nan"))
         out.append(f"| {n} | {r_dev:,.0f} | {r_np:,.0f} | {r_gen:,.0f} | {r_dev / r_gen:.2f}x | {r_dev / r_np:.2f}x |")
         print(out[-1], flush=True)
         del model
@@ -263,9 +272,10 @@ def device_tables(args: argparse.Namespace) -> str:
     ]
     for n in args.cache_sizes:
         model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=threads)
-        t_c, tok = time_rollout(model, args.repeats, use_cache=True)
-        t_f, _ = time_rollout(model, max(1, args.repeats // 3), use_cache=False)
-        out.append(f"| {n} | {tok / t_c:,.0f} | {tok / t_f:,.0f} | {t_f / t_c:.2f}x |")
+        t = _interleaved({"cache": rollout_timer(model, use_cache=True), "full": rollout_timer(model, use_cache=False)},
+                         args.cache_repeats)
+        tok = n * k
+        out.append(f"| {n} | {tok / t['cache']:,.0f} | {tok / t['full']:,.0f} | {t['full'] / t['cache']:.2f}x |")
         print(out[-1], flush=True)
         del model
     out += [
@@ -301,6 +311,7 @@ def main() -> None:
     p.add_argument("--cache-sizes", type=int, nargs="+", default=[16], help="--device: envs of the cache table")
     p.add_argument("--new-tokens", type=int, default=48, help="--device: new tokens per episode")
     p.add_argument("--numpy-max-envs", type=int, default=64, help="--device: largest N timed on the numpy path")
+    p.add_argument("--cache-repeats", type=int, default=1, help="--device: repeats of the cache table (full forward is slow)")
     p.add_argument("--update-envs", type=int, default=16, help="--device: episodes of the update row")
     p.add_argument("--update-policy", choices=["same", "shipped"], default="shipped",
                    help="--device: update row on the --policy actor (same) or the shipped one")
