@@ -181,10 +181,14 @@ def rollout_timer(model, device_rollout: bool = True, use_cache: bool = True):
     return once
 
 
-def generate_timer(model, new_tokens: int):
+def generate_timer(model, new_tokens: int, with_ref: bool = False):
     """A timer of HF ``generate`` (sampling, KV cache, fixed length) on the env's prompts plus one
-    reward-model batch with ABC attention over all completions: the baseline a rollout must beat."""
+    reward-model batch with ABC attention over all completions: the baseline a rollout must beat.
+    ``with_ref``: also the reference model's log-probs of the completions (one teacher-forced
+    forward), which an RLHF rollout needs for its KL penalty and ``generate`` + RM does not do."""
     import torch
+
+    from agents.kl import sequence_log_probs
 
     engine = model.env.episodes
     lm = model.policy.lm
@@ -208,6 +212,11 @@ def generate_timer(model, new_tokens: int):
             )
         mask = torch.cat([left_mask, torch.ones(len(out), out.shape[1] - width, dtype=torch.long, device=out.device)], 1)
         engine.reward_model.score(out.to(engine.device), mask.to(engine.device), with_attention=True)
+        if with_ref:  # left padded: every completion starts at column `width`
+            n = len(out)
+            with torch.no_grad():
+                sequence_log_probs(model.ref_model, out, mask, torch.full((n,), width, device=out.device),
+                                   torch.full((n,), new_tokens, device=out.device))
         _sync(model.device.type)
         return time.perf_counter() - t
 
@@ -251,18 +260,27 @@ def device_tables(args: argparse.Namespace) -> str:
         f"torch threads {torch.get_num_threads() if threads is None else threads}, actor and RM: {args.policy}, "
         f"{k} new tokens per episode, medians of {args.repeats} interleaved repeats (cache table: {args.cache_repeats})",
         "",
-        "| envs | device rollout tok/s | numpy rollout tok/s | HF generate + RM batch tok/s | device / generate | device / numpy |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| envs | device rollout tok/s | numpy rollout tok/s | HF generate + RM batch tok/s | generate + RM + ref log-probs tok/s "
+        "| device / (generate + RM) | device / (generate + RM + ref) | device / numpy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in args.sizes:
         model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=threads)
-        runs = {"device": rollout_timer(model, device_rollout=True), "generate": generate_timer(model, k)}
+        runs = {
+            "device": rollout_timer(model, device_rollout=True),
+            "generate": generate_timer(model, k),
+            "generate_ref": generate_timer(model, k, with_ref=True),
+        }
         if n <= args.numpy_max_envs:
             runs["numpy"] = rollout_timer(model, device_rollout=False)
         t = _interleaved(runs, args.repeats)
         tok = n * k  # fixed-length completions: every rollout stores n episodes of k tokens
         r_dev, r_gen, r_np = tok / t["device"], tok / t["generate"], tok / t.get("numpy", float("nan"))
-        out.append(f"| {n} | {r_dev:,.0f} | {r_np:,.0f} | {r_gen:,.0f} | {r_dev / r_gen:.2f}x | {r_dev / r_np:.2f}x |")
+        r_ref = tok / t["generate_ref"]
+        out.append(
+            f"| {n} | {r_dev:,.0f} | {r_np:,.0f} | {r_gen:,.0f} | {r_ref:,.0f} | {r_dev / r_gen:.2f}x "
+            f"| {r_dev / r_ref:.2f}x | {r_dev / r_np:.2f}x |"
+        )
         print(out[-1], flush=True)
         del model
     out += [
