@@ -285,11 +285,11 @@ def device_tables(args: argparse.Namespace) -> str:
         del model
     out += [
         "",
-        "| envs | KV cache rollout tok/s | full forward per step tok/s | cache / full |",
+        f"| envs ({args.policy} actor, shipped RM) | KV cache rollout tok/s | full forward per step tok/s | cache / full |",
         "|---:|---:|---:|---:|",
     ]
-    for n in args.cache_sizes:
-        model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=threads)
+    for n in args.cache_sizes:  # the shipped RM: scoring and the reference forward are the same on both sides
+        model = _setup(k, n, policy=policy, device=dev, reward_model=None, threads=threads)
         t = _interleaved({"cache": rollout_timer(model, use_cache=True), "full": rollout_timer(model, use_cache=False)},
                          args.cache_repeats)
         tok = n * k
