@@ -89,6 +89,11 @@ class EnvConfig:
     device: Device = "auto"
     """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``."""
 
+    reward_device: Device | None = None
+    """Where the reward model runs, if not on ``device`` (e.g. ``"cuda:1"``, so the policy, its
+    reference and the reward model need not share one GPU): token batches are moved there and
+    scores / attention back. ``None``: ``device``. A ``RewardModel`` instance stays where it is."""
+
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EnvConfig:
         """Like ``EnvConfig(**kwargs)``, with an unknown keyword named together with the valid ones."""
@@ -123,6 +128,11 @@ class EnvConfig:
                 f"use one of {', '.join(m for m in REWARD_MODES if m != 'oracle')}, or pass gold_credit=..."
             )
         self.device = resolve_device(self.device)
+        if self.reward_device is not None:
+            try:
+                self.reward_device = resolve_device(self.reward_device)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"reward_device: {err}") from None
 
     def _check_sources(self) -> None:
         """``policy``, ``reward_model``, ``prompts`` and ``reward_model_kwargs``: present and of a usable kind."""
@@ -155,7 +165,7 @@ class EnvConfig:
 
     def episode_settings(self) -> dict[str, Any]:
         """The keywords :class:`~abc_gym.core.TokenEpisodes` takes, from this config."""
-        skip = {"policy", "reward_model", "prompts", "reward_model_kwargs"}
+        skip = {"policy", "reward_model", "prompts", "reward_model_kwargs", "reward_device"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
     def build(self, num_rows: int) -> TokenEpisodes:
@@ -173,8 +183,8 @@ class EnvConfig:
         return load_pretrained(AutoTokenizer, self.policy)
 
     def load_reward_model(self, tokenizer: PreTrainedTokenizerBase) -> RewardModel:
-        """The :class:`RewardModel` on ``device``, from a path / hub id, an instance or a factory."""
-        device: torch.device = self.device  # resolved in __post_init__
+        """The :class:`RewardModel` on ``reward_device`` (default ``device``), from a path / hub id, an instance or a factory."""
+        device: torch.device = self.device if self.reward_device is None else self.reward_device  # resolved in __post_init__
         if isinstance(self.reward_model, RewardModel):
             return self.reward_model
         if isinstance(self.reward_model, (str, os.PathLike)):

@@ -66,6 +66,7 @@ class TrainConfig:
     model: str | None = _f(None, "actor model, path or hub id (None: the env's own policy model)")
     separate_value_model: bool | None = _f(None, "value head on its own trunk (None: shared, except TRPO)")
     device: str = _f("auto", "torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N")
+    reward_device: str | None = _f(None, "device of the env's reward model, e.g. cuda:1 (None: the env's --device)")
     threads: int = _f(1, "torch CPU threads; 1 is fastest for the small model on a small CPU")
     log_dir: str | None = _f("runs", "parent of the run directory (None: no files, no TensorBoard, no model)")
     save_path: str | None = _f(None, "model file (default: <run directory>/model.zip)")
@@ -115,6 +116,11 @@ class TrainConfig:
         if self.model is not None and _looks_like_path(self.model) and not os.path.exists(self.model):
             raise ValueError(f"--model {self.model}: the path does not exist (give a model directory or a hub id)")
         check_device(self.device)
+        if self.reward_device is not None:
+            try:
+                check_device(self.reward_device)
+            except ValueError as err:
+                raise ValueError(str(err).replace("--device", "--reward-device")) from None
 
 
 DEFAULTS = TrainConfig()

@@ -40,6 +40,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents import compat
 from agents.buffers import EOS_ALLOWED_KEY, CreditDictRolloutBuffer
+from agents.distributed import LOCAL, DataParallel
 from agents.env_util import check_token_env, env_policy_path, make_token_vec_env
 from agents.kl import make_kl_controller, sequence_log_probs
 from agents.metrics import rollout_stats, update_metrics
@@ -52,6 +53,7 @@ class CreditAssignmentMixin:
     """Token-credit write-back, KL penalty, complete-episode rollouts, update horizon and metrics (see module doc)."""
 
     credit_buffer_class: ClassVar[type] = CreditDictRolloutBuffer
+    dp: DataParallel = LOCAL  # data-parallel group (agents.distributed); agents.train sets it under torchrun
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = TOKEN_POLICY_ALIASES
 
     # set by _init_credit
@@ -121,7 +123,7 @@ class CreditAssignmentMixin:
 
     def _excluded_save_params(self) -> list[str]:
         # The horizon and the episode state belong to one learn() call: a loaded model starts afresh.
-        per_call = ["max_updates", "_update_horizon", "_in_episode", "_t0"]
+        per_call = ["max_updates", "_update_horizon", "_in_episode", "_t0", "dp"]
         return [*super()._excluded_save_params(), "ref_model", "_ref_cache", "on_update", *per_call]  # type: ignore[misc]
 
     # ------------------------------------------------------------------ horizon
@@ -198,7 +200,7 @@ class CreditAssignmentMixin:
         """Fill the buffer with complete, credited episodes (see module doc)."""
         if self._update_horizon is not None and self._n_completed_updates >= self._update_horizon[1]:
             return False
-        t_start = time.time()
+        t_start, steps_before = time.time(), self.num_timesteps  # type: ignore[attr-defined]
         policy = self.policy  # type: ignore[attr-defined]
         policy.set_training_mode(False)
         rollout_buffer.reset()
@@ -255,6 +257,8 @@ class CreditAssignmentMixin:
             self._last_episode_starts = dones  # type: ignore[attr-defined]
             n_steps += 1
 
+        # timesteps over all ranks (every rank then agrees on SB3's stopping rule); one process: unchanged
+        self.num_timesteps = steps_before + int(self.dp.sum([self.num_timesteps - steps_before])[0])  # type: ignore[attr-defined]
         rollout_buffer.compute_returns_and_advantage()
         self._end_rollout(rollout_buffer, time.time() - t_start)
         callback.update_locals(locals())
@@ -280,11 +284,11 @@ class CreditAssignmentMixin:
 
     def _end_rollout(self, buffer: Any, rollout_time: float) -> None:
         """Episode statistics of this rollout, logged; then the adaptive KL step."""
-        self._rollout_stats = rollout_stats(buffer, self.kl_ctl.value, rollout_time)
+        self._rollout_stats = rollout_stats(buffer, self.kl_ctl.value, rollout_time, self.dp)  # over all ranks
         for key, value in self._rollout_stats.items():
             if value is not None:
                 self.logger.record(f"rlhf/{key}", value)  # type: ignore[attr-defined]
-        self.kl_ctl.update(self._rollout_stats["kl"], len(buffer.episodes))
+        self.kl_ctl.update(self._rollout_stats["kl"], self._rollout_stats["episodes"])
 
     # ------------------------------------------------------------------ update
     def train(self) -> None:
@@ -295,7 +299,7 @@ class CreditAssignmentMixin:
         now = time.time()
         metrics = update_metrics(
             self._n_completed_updates, self.num_timesteps, self._rollout_stats,  # type: ignore[attr-defined]
-            dict(self.logger.name_to_value), wall_time=now - self._t0, update_time=now - t,  # type: ignore[attr-defined]
+            self._logged_over_ranks(), wall_time=now - self._t0, update_time=now - t,
         )
         self.logger.record("rlhf/update_time", metrics["update_time"])  # type: ignore[attr-defined]
         self.logger.dump(step=self.num_timesteps)  # type: ignore[attr-defined]
@@ -305,4 +309,11 @@ class CreditAssignmentMixin:
 
     def _update(self) -> None:
         """The algorithm's own update (SB3's ``train``); TokenPPO replaces it."""
-        super().train()  # type: ignore[misc]
+        with self.dp.sharded_minibatches(self):  # one process: unchanged
+            super().train()  # type: ignore[misc]
+
+    def _logged_over_ranks(self) -> dict[str, Any]:
+        """The logger's records, ``train/*`` averaged over ranks by their transitions (written back: rank 0 logs those)."""
+        logged = self.dp.mean_of_ranks(dict(self.logger.name_to_value), weight=self.rollout_buffer.n_valid)  # type: ignore[attr-defined]
+        self.logger.name_to_value.update(logged)  # type: ignore[attr-defined]
+        return logged

@@ -16,19 +16,31 @@ import numpy as np
 ROLLOUT_KEYS = ("episodes", "transitions", "rm_score", "gold_score", "kl", "kl_coef", "entropy", "mean_len", "rollout_time")
 
 
-def rollout_stats(buffer: Any, kl_coef: float, rollout_time: float) -> dict[str, Any]:
-    """Episode statistics of one rollout (``buffer``: a credit buffer after the rollout)."""
+def rollout_stats(buffer: Any, kl_coef: float, rollout_time: float, dp: Any = None) -> dict[str, Any]:
+    """Episode statistics of one rollout (``buffer``: a credit buffer after the rollout).
+
+    ``dp``: an :class:`agents.distributed.DataParallel`; in a group every mean is over all
+    ranks' episodes (one all-reduce of the sums), counts are totals and ``rollout_time`` the
+    slowest rank's. ``None``: this process alone.
+    """
     eps = buffer.episodes
     gold = [e.gold_score for e in eps if e.gold_score is not None]
+    sums = [
+        len(eps), buffer.n_valid, np.sum([e.score for e in eps]), len(gold), np.sum(gold), np.sum([e.kl for e in eps]),
+        len(buffer.step_entropy), np.sum(buffer.step_entropy), np.sum([e.gen_len for e in eps]),
+    ]
+    if dp is not None and dp.active:
+        sums, rollout_time = dp.sum(sums), dp.max(rollout_time)
+    n_eps, n_valid, score, n_gold, gold_sum, kl, n_ent, ent, gen = (float(x) for x in sums)
     return {
-        "episodes": len(eps),
-        "transitions": buffer.n_valid,
-        "rm_score": float(np.mean([e.score for e in eps])) if eps else float("nan"),
-        "gold_score": float(np.mean(gold)) if gold else None,
-        "kl": float(np.mean([e.kl for e in eps])) if eps else 0.0,
+        "episodes": int(n_eps),
+        "transitions": int(n_valid),
+        "rm_score": score / n_eps if n_eps else float("nan"),
+        "gold_score": gold_sum / n_gold if n_gold else None,
+        "kl": kl / n_eps if n_eps else 0.0,
         "kl_coef": kl_coef,
-        "entropy": float(np.mean(buffer.step_entropy)) if buffer.step_entropy else None,
-        "mean_len": float(np.mean([e.gen_len for e in eps])) if eps else 0.0,
+        "entropy": ent / n_ent if n_ent else None,
+        "mean_len": gen / n_eps if n_eps else 0.0,
         "rollout_time": rollout_time,
     }
 

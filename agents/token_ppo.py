@@ -146,23 +146,24 @@ class TokenPPO(PPO):
         for _ in range(self.n_epochs):
             approx_kls = []
             order = th.as_tensor(np.random.permutation(n_eps), device=self.device)
-            for start in range(0, n_eps, per_mb):
-                sel = order[start : start + per_mb]
+            for sel in self.dp.episode_chunks(order, per_mb):  # torchrun: this rank's share of each minibatch
                 values, log_prob, entropy, valid = self.policy.evaluate_episodes(
                     data["input_ids"][sel], data["attention_mask"][sel], data["prompt_len"][sel], data["gen_len"][sel],
                     eos_allowed=data["eos_allowed"][sel],
                 )
                 t = valid.shape[1]
                 pick = {k: data[k][sel][:, :t][valid] for k in ("old_values", "old_log_prob", "advantages", "returns")}
+                # torchrun: whiten with the global minibatch's mean / std, weight this rank's gradient by its share
+                advantages, normalize = self.dp.minibatch_setup(pick["advantages"], self.normalize_advantage)
                 loss, part = ppo_loss(
                     values[valid], log_prob[valid], entropy[valid], pick["old_values"], pick["old_log_prob"],
-                    pick["advantages"], pick["returns"], clip_range=clip_range, clip_range_vf=clip_range_vf,
-                    ent_coef=self.ent_coef, vf_coef=self.vf_coef, normalize_advantage=self.normalize_advantage,
+                    advantages, pick["returns"], clip_range=clip_range, clip_range_vf=clip_range_vf,
+                    ent_coef=self.ent_coef, vf_coef=self.vf_coef, normalize_advantage=normalize,
                 )
                 for k, v in part.items():
                     stats.setdefault(k, []).append(v)
                 approx_kls.append(part["approx_kl"])
-                if self.target_kl is not None and part["approx_kl"] > 1.5 * self.target_kl:
+                if self.target_kl is not None and self.dp.mean(part["approx_kl"]) > 1.5 * self.target_kl:
                     continue_training = False
                     break
                 self.policy.optimizer.zero_grad()

@@ -30,23 +30,49 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import TrainConfig, flag_of
+from agents.distributed import LOCAL, DataParallel, check_data_parallel, data_parallel, launched_by_torchrun
 
 __all__ = ["TrainConfig", "build_model", "main", "make_run_dir", "train"]
 
 UpdateHook = Callable[[dict[str, Any]], None]
 
 
-def build_model(cfg: TrainConfig, tensorboard_log: str | None = None):
-    """The algorithm of ``cfg`` on a batched env of ``episodes_per_update`` rows (one episode each)."""
-    from agents.env_util import make_token_vec_env
+def build_model(cfg: TrainConfig, tensorboard_log: str | None = None, dp: DataParallel | None = None):
+    """The algorithm of ``cfg`` on a batched env of ``episodes_per_update`` rows (one episode each).
+
+    With a data-parallel group ``dp`` (:mod:`agents.distributed`): this rank's ``episodes_per_update / K``
+    rows, seeded as the same rows of the single-process env, the model's RNGs offset alike, rank 0's
+    weights broadcast and the gradient all-reduce attached.
+    """
     from agents.registry import REGISTRY, algorithm_kwargs
 
     cfg.validate()
-    env = make_token_vec_env(
-        cfg.env_id, num_envs=cfg.episodes_per_update, reward_mode=cfg.reward_mode, beta=cfg.beta, device=cfg.device, seed=cfg.seed
-    )
+    dp = dp or LOCAL
+    rows, row_seed = dp.rows_and_seed(cfg.episodes_per_update, cfg.seed)
+    env = _make_env(cfg, rows, row_seed)
     cls = REGISTRY[cfg.algo].load()
-    return cls("TransformerPolicy", env, tensorboard_log=tensorboard_log, **algorithm_kwargs(cfg, env))
+    model = cls("TransformerPolicy", env, tensorboard_log=tensorboard_log, **algorithm_kwargs(cfg, env))
+    _join(model, dp, row_seed)
+    return model
+
+
+def _make_env(cfg: TrainConfig, rows: int, seed: int):
+    """The batched token env of ``cfg``: ``rows`` rows seeded ``seed + i``, its reward model on ``cfg.reward_device``."""
+    from agents.env_util import make_token_vec_env
+
+    extra = {} if cfg.reward_device is None else {"reward_device": cfg.reward_device}
+    return make_token_vec_env(
+        cfg.env_id, num_envs=rows, reward_mode=cfg.reward_mode, beta=cfg.beta, device=cfg.device, seed=seed, **extra
+    )
+
+
+def _join(model: Any, dp: DataParallel, seed: int) -> None:
+    """Make ``model`` one rank of ``dp``: RNGs and env rows seeded ``seed``, weights from rank 0, gradients all-reduced."""
+    if not dp.active:
+        return
+    model.set_random_seed(seed)  # SB3 seeded the env with the run's seed: reseed this rank's rows
+    model.dp = dp
+    dp.attach(model.policy)
 
 
 def make_run_dir(cfg: TrainConfig) -> Path:
@@ -77,25 +103,44 @@ def train(config: TrainConfig, on_update: UpdateHook | None = None, resume: str 
     :param resume: a run directory written by ``train``: load its ``model.zip`` and continue up to
         ``config.n_updates`` updates in it (``metrics.jsonl`` appended, update numbers continued).
     :raises KeyboardInterrupt: after saving the model and the metrics so far (one line says where).
+
+    Under torchrun (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` set) this is one rank of a data-parallel
+    run (:mod:`agents.distributed`): every rank returns the same global metrics; rank 0 alone writes.
     """
     import torch
     import transformers
 
-    cfg = config
-    cfg.validate()
-    torch.set_num_threads(max(1, cfg.threads))
+    config.validate()
+    torch.set_num_threads(max(1, config.threads))
     transformers.utils.logging.disable_progress_bar()
-    run_dir = Path(resume) if resume is not None else (make_run_dir(cfg) if cfg.log_dir is not None else None)
+    with data_parallel(config) as (dp, cfg):
+        return _train(cfg, dp, on_update, resume, device_flag=config.device)
+
+
+def _train(
+    cfg: TrainConfig, dp: DataParallel, on_update: UpdateHook | None, resume: str | os.PathLike | None, device_flag: str
+) -> list[dict[str, Any]]:
+    """:func:`train` on this rank; only the main rank writes and prints.
+
+    ``cfg.device`` is this rank's device; ``device_flag`` the one given (``config.json`` keeps it).
+    """
+    if not dp.is_main:  # other ranks write nothing: no run directory, files, model, logger output or summary
+        cfg = dataclasses.replace(cfg, log_dir=None, save_path=None, progress=False, quiet=True)
+    read_dir = Path(resume) if resume is not None else None
+    run_dir = read_dir if not dp.is_main else (read_dir or (make_run_dir(cfg) if cfg.log_dir is not None else None))
     fresh_dir = resume is None and run_dir is not None
     model = None
     try:
-        model = _load_run(cfg, run_dir) if resume is not None else build_model(cfg)
+        model = _load_run(cfg, read_dir, dp) if read_dir is not None else build_model(cfg, dp=dp)
+        if not dp.is_main:
+            run_dir = None
         done = len(model.update_metrics)
         remaining = cfg.n_updates - done
         if resume is not None and remaining < 1 and cfg.steps is None:
             raise ValueError(f"{run_dir}: the run already has {done} updates; pass --n-updates > {done} to extend it")
         if run_dir is not None:
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+            saved = dataclasses.replace(cfg, device=device_flag)
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(saved), indent=2))
         _set_logger(model, cfg, run_dir, append=resume is not None)
         interrupted = _learn(model, cfg, run_dir, remaining, on_update, resume is not None)
     except BaseException:
@@ -123,24 +168,23 @@ def train(config: TrainConfig, on_update: UpdateHook | None = None, resume: str 
     return list(model.update_metrics)
 
 
-def _load_run(cfg: TrainConfig, run_dir: Path):
+def _load_run(cfg: TrainConfig, run_dir: Path, dp: DataParallel = LOCAL):
     """The model of a run directory, on a fresh env built from ``cfg``.
 
-    Env rows and RNGs are reseeded with ``seed + updates_done * episodes_per_update``, so the
-    resumed part does not replay the prompts the run started with.
+    Env rows and RNGs are reseeded with ``seed + updates_done * episodes_per_update`` (+ the
+    rank's row offset under torchrun), so the resumed part does not replay the prompts the run
+    started with.
     """
-    from agents.env_util import make_token_vec_env
     from agents.registry import REGISTRY
 
     path = Path(cfg.save_path) if cfg.save_path else run_dir / "model.zip"
     if not path.is_file():
         raise ValueError(f"--resume {run_dir}: no {path.name} there (a run saves it at its end or on Ctrl-C)")
     model = REGISTRY[cfg.algo].load().load(path, device=cfg.device)
-    seed = cfg.seed + len(model.update_metrics) * cfg.episodes_per_update
-    model.set_env(make_token_vec_env(
-        cfg.env_id, num_envs=cfg.episodes_per_update, reward_mode=cfg.reward_mode, beta=cfg.beta, device=cfg.device, seed=seed
-    ))
+    rows, seed = dp.rows_and_seed(cfg.episodes_per_update, cfg.seed + len(model.update_metrics) * cfg.episodes_per_update)
+    model.set_env(_make_env(cfg, rows, seed))
     model.set_random_seed(seed)
+    _join(model, dp, seed)
     return model
 
 
@@ -266,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = _resume_config(resume, args) if resume else TrainConfig(**args)
         cfg.validate()  # before any run directory exists
+        if launched_by_torchrun():
+            check_data_parallel(cfg, int(os.environ["WORLD_SIZE"]))
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     try:
