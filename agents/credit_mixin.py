@@ -144,9 +144,10 @@ class CreditAssignmentMixin:
         return super().learn(total_timesteps, *args, **kwargs)  # type: ignore[misc]
 
     def max_rollout_timesteps(self) -> int:
-        """Upper bound of the env timesteps of one rollout: ``n_steps`` plus the longest episode, per env."""
+        """Upper bound of the env timesteps of one rollout: ``n_steps`` plus the longest episode, per env
+        (over all ranks' envs under torchrun, as ``num_timesteps`` counts them)."""
         max_len = int(self.observation_space["input_ids"].shape[0])  # type: ignore[attr-defined, index]
-        return (self.n_steps + max_len) * self.n_envs  # type: ignore[attr-defined]
+        return (self.n_steps + max_len) * self.n_envs * self.dp.world_size  # type: ignore[attr-defined]
 
     def _setup_learn(self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True, *args: Any, **kwargs: Any):
         if self.max_updates is None:

@@ -12,9 +12,9 @@
   minibatches (:meth:`DataParallel.sharded_minibatches`), so every rank takes the same
   number of optimizer steps;
 - whitens advantages with the global minibatch's mean and std (:meth:`DataParallel.whiten`);
-- all-reduces every trainable parameter's gradient as soon as backward has accumulated it
-  (``register_post_accumulate_grad_hook``), weighted by this rank's share of the minibatch's
-  transitions, so the summed gradient is the gradient of the global minibatch's mean loss,
+- all-reduces every trainable parameter's gradient at the end of each backward (hooks on
+  ``register_post_accumulate_grad_hook`` queue one bucketed all-reduce on the autograd engine),
+  weighted by this rank's share of the minibatch's transitions, so the summed gradient is the gradient of the global minibatch's mean loss,
   BEFORE the algorithm clips it; clipping and the optimizer step then see the same
   gradient on every rank, and the weights stay identical;
 - reduces the rollout statistics (:func:`agents.metrics.rollout_stats`): the adaptive KL
@@ -47,6 +47,7 @@ __all__ = ["LOCAL", "DataParallel", "check_data_parallel", "data_parallel", "lau
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 SUPPORTED_ALGOS = ("token_ppo", "ppo", "a2c", "maskable_ppo")
 TIMEOUT_ENV = "ABC_DIST_TIMEOUT_S"  # collective timeout in seconds (default 1800, torch's)
+BUCKET_ELEMENTS = 1 << 24  # gradients are all-reduced in flat buckets of about this many elements (64 MB fp32)
 
 
 def launched_by_torchrun() -> bool:
@@ -72,6 +73,8 @@ class DataParallel:
     grad_weight: float = 1.0
     """This rank's share of the current minibatch's transitions (the gradient hook's weight)."""
     _hooks: list[Any] = field(default_factory=list, repr=False)
+    _params: list[torch.nn.Parameter] = field(default_factory=list, repr=False)  # the reduced parameters, in order
+    _queued: bool = False  # the end-of-backward reduction is queued for the running backward
 
     @property
     def is_main(self) -> bool:
@@ -201,26 +204,55 @@ class DataParallel:
 
     # ------------------------------------------------------------ weights and gradients
     def attach(self, policy: torch.nn.Module) -> None:
-        """Broadcast rank 0's weights into ``policy`` and all-reduce each trainable parameter's gradient after backward."""
+        """Broadcast rank 0's weights into ``policy`` and all-reduce its trainable gradients at the end of every backward.
+
+        Each trainable parameter gets a ``register_post_accumulate_grad_hook``; the first one to
+        fire in a backward queues :meth:`_reduce_grads` on the autograd engine, which runs it when
+        the backward is complete (as DDP does), so ``loss.backward()`` returns the reduced
+        gradients and the algorithm's ``clip_grad_norm_`` and optimizer step see them.
+        """
         if not self.active:
             return
         with torch.no_grad():
             for tensor in policy.state_dict().values():
                 dist.broadcast(tensor, src=0)
-        for p in policy.parameters():
-            if p.requires_grad:
-                self._hooks.append(p.register_post_accumulate_grad_hook(self._reduce_grad))
+        self._params = [p for p in dict.fromkeys(policy.parameters()) if p.requires_grad]
+        for p in self._params:
+            self._hooks.append(p.register_post_accumulate_grad_hook(self._grad_ready))
 
-    def _reduce_grad(self, param: torch.Tensor) -> None:
-        """Gradient hook: ``grad <- sum over ranks of (n_rank / N) * grad_rank`` (before any clipping)."""
-        param.grad.mul_(self.grad_weight)
-        dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+    def _grad_ready(self, param: torch.Tensor) -> None:
+        if not self._queued:
+            self._queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._reduce_grads)
+
+    @torch.no_grad()
+    def _reduce_grads(self) -> None:
+        """``grad <- sum over ranks of (n_rank / N) * grad_rank`` for every trainable parameter, in flat buckets.
+
+        A parameter without a gradient on this rank counts as zeros, so every rank reduces the
+        same buffers in the same order.
+        """
+        self._queued = False
+        bucket: list[torch.Tensor] = []
+        size = 0
+        for i, p in enumerate(self._params):
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            bucket.append(p)
+            size += p.numel()
+            if size >= BUCKET_ELEMENTS or i == len(self._params) - 1:
+                flat = torch.cat([q.grad.reshape(-1) for q in bucket]).mul_(self.grad_weight)
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+                for q, g in zip(bucket, flat.split([q.numel() for q in bucket])):
+                    q.grad.copy_(g.view_as(q))
+                bucket, size = [], 0
 
     def detach(self) -> None:
         """Remove the gradient hooks."""
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
+        self._params = []
 
     # ------------------------------------------------------------ env rows
     def rows_and_seed(self, episodes_per_update: int, seed: int) -> tuple[int, int]:
