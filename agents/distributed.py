@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ __all__ = ["LOCAL", "DataParallel", "check_data_parallel", "data_parallel", "lau
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 SUPPORTED_ALGOS = ("token_ppo", "ppo", "a2c", "maskable_ppo")
 TIMEOUT_ENV = "ABC_DIST_TIMEOUT_S"  # collective timeout in seconds (default 1800, torch's)
+_GROUP_COUNT = itertools.count()  # groups this process has joined (each rank joins as many, in the same order)
 BUCKET_ELEMENTS = 1 << 24  # gradients are all-reduced in flat buckets of about this many elements (64 MB fp32)
 
 
@@ -315,7 +317,8 @@ def data_parallel(cfg: Any) -> Iterator[tuple[DataParallel, Any]]:
 
     Without torchrun: ``(LOCAL, cfg)``. Under torchrun: checks the config for the world size,
     sets the rank's device (``cfg.device`` becomes ``cuda:LOCAL_RANK`` or ``cpu``), joins the
-    process group (``env://``: torchrun's ``MASTER_ADDR`` / ``MASTER_PORT``), and destroys it on
+    process group (``env://``: torchrun's ``MASTER_ADDR`` / ``MASTER_PORT``; keys under a prefix
+    new for each group, so one process may run several ``train()`` calls), and destroys it on
     exit, on error included. A group that already exists (started by the caller) is used and left as is.
     """
     if not launched_by_torchrun():
@@ -331,10 +334,15 @@ def data_parallel(cfg: Any) -> Iterator[tuple[DataParallel, Any]]:
         if backend == "nccl":
             torch.cuda.set_device(torch.device(device))
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
-        dist.init_process_group(backend=backend, init_method="env://", world_size=world, rank=rank, timeout=timeout)
+        store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+        # A fresh key prefix per group: a second train() in the same processes must not read the first one's keys.
+        store = dist.PrefixStore(f"agents.train/{next(_GROUP_COUNT)}", store)
+        dist.init_process_group(backend=backend, store=store, world_size=world, rank=rank, timeout=timeout)
     dp = DataParallel(world_size=world, rank=rank, local_rank=local_rank, active=True, comm_device=torch.device(device))
     try:
         yield dp, cfg
+        if owned:
+            dist.barrier()  # every rank done with the group before any tears it down (else gloo may abort at exit)
     finally:
         dp.detach()
         if owned and dist.is_initialized():

@@ -1,7 +1,7 @@
 """Data-parallel training (agents.distributed): a 2-rank gloo run equals one process on the same episodes.
 
-Three processes run at once: one plain process (4 env rows) and two ranks of a torchrun-style
-group on 127.0.0.1 (2 rows each, seeded as rows 0-1 and 2-3 of the plain env). Actions are
+Run at once: one plain process (4 env rows) and ``torchrun --nproc-per-node 2`` (gloo,
+rendezvous on 127.0.0.1; 2 rows per rank, seeded as rows 0-1 and 2-3 of the plain env). Actions are
 greedy, so the two ranks' episodes together are exactly the plain process's episodes; one
 epoch, one minibatch = the whole batch, so the update's math is the same. Also: --reward-device.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,9 +56,7 @@ def train_and_keep(self):
     self.moved = max((v - before[k]).abs().max().item() for k, v in self.policy.state_dict().items())
     kept.append(self)
 cm.CreditAssignmentMixin.train = train_and_keep
-for i, algo in enumerate(sys.argv[3:]):
-    if "RANK" in os.environ:  # a fresh rendezvous port per process group
-        os.environ["MASTER_PORT"] = os.environ["TEST_PORTS"].split(",")[i]
+for algo in sys.argv[3:]:  # two train() calls: two process groups in the same ranks
     cfg = TrainConfig(algo=algo, seed=2, lr=0.05, n_updates=1, episodes_per_update=4, minibatch_episodes=4, n_epochs=1,
                       device="cpu", log_dir=os.path.join(out, tag, algo), run_name="run", progress=False, quiet=True)
     metrics = train(cfg)
@@ -76,22 +75,22 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One plain process and a 2-rank group, run at once (killed after 150 s); returns their output folder."""
+    """One plain process and ``torchrun --nproc-per-node 2`` (gloo, rendezvous on 127.0.0.1), run at once
+    (killed after 150 s); returns their output folder."""
     out = tmp_path_factory.mktemp("dist")
     cwd = out / "cwd"
     cwd.mkdir()
-    ports = ",".join(str(_free_port()) for _ in ALGOS)
+    worker = out / "worker.py"
+    worker.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(HF_HUB_OFFLINE="1", ABC_DIST_TIMEOUT_S="120")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
     procs = []
-    for rank in (None, 0, 1):
-        env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-        env.update(HF_HUB_OFFLINE="1", ABC_DIST_TIMEOUT_S="120")
-        tag = "single"
-        if rank is not None:
-            tag = "group"
-            env.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
-                       MASTER_ADDR="127.0.0.1", TEST_PORTS=ports)
-        cmd = [sys.executable, "-c", WORKER, str(out), tag, *ALGOS]
-        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for launcher, tag in (([sys.executable], "single"), (torchrun, "group")):
+        cmd = [*launcher, str(worker), str(out), tag, *ALGOS]
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      start_new_session=True))  # own process group: a kill reaches torchrun's ranks
     logs = []
     deadline = time.monotonic() + 150
     try:
@@ -100,7 +99,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         for p in procs:
             if p.poll() is None:
-                p.kill()
+                os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
     return out
