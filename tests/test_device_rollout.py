@@ -56,7 +56,7 @@ def test_char_weights_vectorised_equals_loop() -> None:
 ENV = "abc_gym/Sentiment-v0"
 
 
-def _two_rollouts(device_rollout: bool, **env_kwargs):
+def _two_rollouts(device_rollout: bool, n_steps: int = 1, **env_kwargs):
     from stable_baselines3.common.logger import configure
 
     from agents.env_util import make_token_vec_env
@@ -64,7 +64,8 @@ def _two_rollouts(device_rollout: bool, **env_kwargs):
 
     env = make_token_vec_env(ENV, num_envs=5, seed=0, **env_kwargs)
     model = TokenPPO(
-        "TransformerPolicy", env, seed=0, device="cpu", n_epochs=1, minibatch_episodes=2, device_rollout=device_rollout
+        "TransformerPolicy", env, seed=0, device="cpu", n_epochs=1, minibatch_episodes=2, device_rollout=device_rollout,
+        n_steps=n_steps,
     )
     model.set_logger(configure(None, []))
     _, callback = model._setup_learn(10**9, None)
@@ -72,7 +73,7 @@ def _two_rollouts(device_rollout: bool, **env_kwargs):
     for _ in range(2):  # the second rollout starts from the first one's env and RNG state
         assert model.collect_rollouts(model.env, callback, model.rollout_buffer, 1)
         buf = model.rollout_buffer
-        eps = sorted(buf.episodes, key=lambda e: e.env_idx)
+        eps = sorted(buf.episodes, key=lambda e: (e.env_idx, int(e.slots[0])))
         out.append(
             {
                 "ids": np.stack([e.input_ids for e in eps]),
@@ -96,8 +97,8 @@ def _two_rollouts(device_rollout: bool, **env_kwargs):
 
 @pytest.mark.parametrize(
     "env_kwargs",
-    [{}, {"min_new_tokens": 6, "max_new_tokens": 6}],
-    ids=["eos-ends-episodes", "fixed-length"],
+    [{}, {"min_new_tokens": 6, "max_new_tokens": 6}, {"n_steps": 20}],
+    ids=["eos-ends-episodes", "fixed-length", "several-episodes-per-env"],
 )
 def test_device_rollout_equals_numpy_rollout(env_kwargs) -> None:
     numpy_path = _two_rollouts(False, **env_kwargs)
