@@ -69,25 +69,37 @@ def _eos_rule(algo: Any, env: Any) -> tuple[int, int] | None:
 
 
 class _DeviceSteps:
-    """Per-step rollout data kept on the device, ``(buffer_size, N)``, flushed to the numpy buffer on demand."""
+    """Per-step rollout data kept on the device, one ``(N,)`` row per env step (written without any
+    host index: no per-step transfer), scattered into the numpy buffer's ``(buffer_size, N)``
+    arrays on the host when flushed."""
 
     def __init__(self, buffer: Any, device: th.device) -> None:
-        shape = (buffer.buffer_size, buffer.n_envs)
+        shape = (buffer.buffer_size, buffer.n_envs)  # a rollout takes at most buffer_size steps (n_steps + an episode)
         self.values = th.zeros(shape, dtype=th.float32, device=device)
         self.log_probs = th.zeros(shape, dtype=th.float32, device=device)
-        self.entropy: list[th.Tensor] = []
-        self.device = device
+        self.entropy: list[tuple[th.Tensor, np.ndarray]] = []
+        self.pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (step, slots, rows) not yet flushed
+        self.n = 0
 
     def write(self, slots: np.ndarray, rows: np.ndarray, values: th.Tensor, log_probs: th.Tensor) -> None:
-        s = th.as_tensor(slots, device=self.device)
-        r = th.as_tensor(rows, device=self.device)
-        self.values[s, r] = values.detach().reshape(-1)[r].float()
-        self.log_probs[s, r] = log_probs.detach().reshape(-1)[r].float()
+        if self.n >= len(self.values):  # pragma: no cover - the buffer-full check fires first
+            raise RuntimeError("rollout longer than the device step store")
+        self.values[self.n] = values.detach().reshape(-1).float()
+        self.log_probs[self.n] = log_probs.detach().reshape(-1).float()
+        self.pending.append((self.n, slots, rows))
+        self.n += 1
 
     def flush(self, buffer: Any) -> None:
-        """Copy values and log-probs into the buffer's numpy arrays (one transfer each)."""
-        buffer.values[:] = self.values.cpu().numpy()
-        buffer.log_probs[:] = self.log_probs.cpu().numpy()
+        """Scatter the steps written since the last flush into the buffer's values and log-probs (one transfer each)."""
+        if not self.pending:
+            return
+        first = self.pending[0][0]
+        values = self.values[first : self.n].cpu().numpy()
+        log_probs = self.log_probs[first : self.n].cpu().numpy()
+        for step, slots, rows in self.pending:
+            buffer.values[slots, rows] = values[step - first, rows]
+            buffer.log_probs[slots, rows] = log_probs[step - first, rows]
+        self.pending = []
 
 
 def _book_rows(buffer: Any, rows: np.ndarray, episode_starts: np.ndarray, eos_allowed: np.ndarray | None) -> np.ndarray:
@@ -168,7 +180,7 @@ def collect_rollouts_device(algo: Any, env: Any, callback: Any, rollout_buffer: 
         slots = _book_rows(rollout_buffer, rows, episode_starts, eos_allowed)
         steps.write(slots, rows, values, log_probs)
         if policy.last_rollout_entropy is not None:
-            steps.entropy.append(policy.last_rollout_entropy[th.as_tensor(rows, device=dev)])
+            steps.entropy.append((policy.last_rollout_entropy.detach(), rows))
         result = engine.step_autoreset(actions.reshape(-1), env._rngs)
         dones = result.terminated
         infos: list[dict[str, Any]] = [{} for _ in range(n_envs)]
@@ -194,8 +206,10 @@ def collect_rollouts_device(algo: Any, env: Any, callback: Any, rollout_buffer: 
         n_steps += 1
 
     steps.flush(rollout_buffer)
-    if steps.entropy:
-        rollout_buffer.step_entropy.extend(th.cat(steps.entropy).tolist())
+    if steps.entropy:  # one transfer: every step's (N,) entropies, then the stored rows of each
+        entropy = th.stack([e for e, _ in steps.entropy]).cpu().numpy()
+        for k, (_, rows) in enumerate(steps.entropy):
+            rollout_buffer.step_entropy.extend(entropy[k, rows].tolist())
     algo._last_obs = engine.observation()  # the numpy path's state, should it run next
     algo._last_episode_starts = episode_starts
     dp = getattr(algo, "dp", None)
