@@ -170,3 +170,20 @@ def test_reward_device_explicit_cpu_and_bad_string() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--reward-device cuda:1: CUDA is not available.*--reward-device cpu"):
             TrainConfig(reward_device="cuda:1").validate()
+
+
+def test_world_size_one_same_path_and_clean_exit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """torchrun with one process: the group path runs, and the group is gone after success and after an error."""
+    import torch.distributed as dist
+
+    from agents.train import train
+
+    for key, value in dict(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())).items():
+        monkeypatch.setenv(key, value)
+    cfg = TrainConfig(n_updates=1, episodes_per_update=2, minibatch_episodes=2, n_epochs=1, device="cpu", log_dir=None,
+                      progress=False, quiet=True)
+    metrics = train(cfg)
+    assert len(metrics) == 1 and metrics[0]["episodes"] == 2 and not dist.is_initialized()
+    with pytest.raises(ValueError, match="no model.zip there"):
+        train(cfg, resume=tmp_path)  # fails inside the group
+    assert not dist.is_initialized()
