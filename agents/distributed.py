@@ -13,13 +13,15 @@
   number of optimizer steps;
 - whitens advantages with the global minibatch's mean and std (:meth:`DataParallel.whiten`);
 - all-reduces every trainable parameter's gradient at the end of each backward (hooks on
-  ``register_post_accumulate_grad_hook`` queue one bucketed all-reduce on the autograd engine),
-  weighted by this rank's share of the minibatch's transitions, so the summed gradient is the gradient of the global minibatch's mean loss,
-  BEFORE the algorithm clips it; clipping and the optimizer step then see the same
-  gradient on every rank, and the weights stay identical;
+  ``register_post_accumulate_grad_hook`` queue one bucketed all-reduce on the autograd
+  engine), weighted by this rank's share of the minibatch's transitions, so the summed
+  gradient is the gradient of the global minibatch's mean loss, BEFORE the algorithm clips
+  it; clipping and the optimizer step then see the same gradient on every rank, and the
+  weights stay identical;
 - reduces the rollout statistics (:func:`agents.metrics.rollout_stats`): the adaptive KL
   controller's KL, the logged scores, KL, entropy and lengths are means over all ranks'
-  episodes; the ``train/*`` losses are means over ranks; timesteps are summed.
+  episodes; the ``train/*`` losses are transition-weighted means over ranks; timesteps are
+  summed.
 
 Rank 0 alone writes (``config.json``, ``metrics.jsonl``, TensorBoard, ``progress.csv``, the
 model). Backend: NCCL when the run's device is CUDA (each rank on ``cuda:LOCAL_RANK``), gloo
@@ -45,7 +47,7 @@ import torch.distributed as dist
 
 __all__ = ["LOCAL", "DataParallel", "check_data_parallel", "data_parallel", "launched_by_torchrun", "rank_device"]
 
-TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")  # set by torchrun in every rank
 SUPPORTED_ALGOS = ("token_ppo", "ppo", "a2c", "maskable_ppo")
 TIMEOUT_ENV = "ABC_DIST_TIMEOUT_S"  # collective timeout in seconds (default 1800, torch's)
 _GROUP_COUNT = itertools.count()  # groups this process has joined (each rank joins as many, in the same order)
@@ -54,7 +56,7 @@ BUCKET_ELEMENTS = 1 << 24  # gradients are all-reduced in flat buckets of about 
 
 def launched_by_torchrun() -> bool:
     """Whether this process is a rank started by torchrun (its ``WORLD_SIZE`` and ``RANK`` are set)."""
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+    return all(name in os.environ for name in TORCHRUN_VARS[:2])
 
 
 @dataclass
@@ -73,7 +75,7 @@ class DataParallel:
     comm_device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     """Where the scalars of the reductions live: CPU for gloo, ``cuda:LOCAL_RANK`` for NCCL."""
     grad_weight: float = 1.0
-    """This rank's share of the current minibatch's transitions (the gradient hook's weight)."""
+    """This rank's share of the current minibatch's transitions (the gradient hook's weight; ``1 / K`` until set)."""
     _hooks: list[Any] = field(default_factory=list, repr=False)
     _params: list[torch.nn.Parameter] = field(default_factory=list, repr=False)  # the reduced parameters, in order
     _queued: bool = False  # the end-of-backward reduction is queued for the running backward
@@ -338,7 +340,9 @@ def data_parallel(cfg: Any) -> Iterator[tuple[DataParallel, Any]]:
         # A fresh key prefix per group: a second train() in the same processes must not read the first one's keys.
         store = dist.PrefixStore(f"agents.train/{next(_GROUP_COUNT)}", store)
         dist.init_process_group(backend=backend, store=store, world_size=world, rank=rank, timeout=timeout)
-    dp = DataParallel(world_size=world, rank=rank, local_rank=local_rank, active=True, comm_device=torch.device(device))
+    dp = DataParallel(
+        world_size=world, rank=rank, local_rank=local_rank, active=True, comm_device=torch.device(device), grad_weight=1.0 / world
+    )
     try:
         yield dp, cfg
         if owned:

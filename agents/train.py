@@ -10,6 +10,8 @@ Python API (used by the benchmarks)::
 TensorBoard events and ``progress.csv`` (one row per update), ``model.zip`` and ``model_hf/``.
 ``--resume RUN_DIR`` continues a run in its directory (``--n-updates`` may extend it).
 Ctrl-C saves the model and the metrics so far and exits with status 130.
+``torchrun --nproc-per-node K -m agents.train ...`` trains with K data-parallel ranks
+(:mod:`agents.distributed`, docs/distributed.md); rank 0 alone writes.
 
 Defaults and their reasons: :mod:`agents.config`.
 """
