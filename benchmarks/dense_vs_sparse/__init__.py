@@ -5,7 +5,7 @@ on ``abc_gym/Sentiment-v0`` with the project's agents (``agents.train``), and ad
 analyses the paper does not have: gold (VADER) vs proxy (reward model) score, and the
 fidelity of ABC's credit to the task's gold per-token credit.
 
-    python -m benchmarks.dense_vs_sparse --quick                 # 3 seeds, sparse/abc/uniform, < 10 min on 2 CPUs
+    python -m benchmarks.dense_vs_sparse --quick                 # token_ppo, 40-59 tokens, 3 seeds x 50 updates, sparse/abc/red, < 10 min on 2 CPUs
     python -m benchmarks.dense_vs_sparse --quick --smoke --out DIR   # 1 seed x 2 updates: the pipeline only (CI)
     python -m benchmarks.dense_vs_sparse                         # 5 seeds, sparse/abc/uniform/oracle, paper's 150 updates
     python -m benchmarks.dense_vs_sparse --sweep length          # 8-15, 40-59 (and 90-109) new tokens

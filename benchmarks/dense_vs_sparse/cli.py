@@ -23,6 +23,7 @@ from benchmarks.dense_vs_sparse.defaults import (
     DEFAULT_LENGTHS,
     DEFAULT_MODES,
     MODES,
+    QUICK,
     SWEEP_ALGOS,
     check_overrides,
     train_config_class,
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what = ap.add_argument_group("what to run")
     what.add_argument("--quick", action="store_true",
-                      help="3 seeds, sparse/abc/uniform, --quick-updates updates: the README's < 10 min check")
+                      help="the README's < 10 min check: token_ppo on SentimentLong-v0 (fixed 40-59-token completions), "
+                           "3 seeds, sparse/abc/red, --quick-updates updates (docs/results.md 7.5: its ordering is the "
+                           "full run's)")
     what.add_argument("--smoke", action="store_true",
                       help="1 seed x 2 updates (with --quick: its modes): proves imports, tables and plots in "
                            "about a minute; numbers mean nothing (CI runs the README's main job this way)")
@@ -67,15 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip runs already in --out/results.json; refused if they were made with other settings")
 
     task = ap.add_argument_group("task and conditions")
-    task.add_argument("--env-id", default="abc_gym/Sentiment-v0")
-    task.add_argument("--modes", nargs="+", choices=MODES, default=None, help="credit modes (default: sparse abc uniform oracle; --quick: sparse abc uniform; red is opt-in)")
+    task.add_argument("--env-id", default=None, help="task (default abc_gym/Sentiment-v0; --quick: abc_gym/SentimentLong-v0)")
+    task.add_argument("--modes", nargs="+", choices=MODES, default=None, help="credit modes (default: sparse abc uniform oracle; --quick: sparse abc red)")
     task.add_argument("--beta", type=float, default=None, help=f"ABC mixing weight (default {_default_text('beta', defaults)}; paper: 0.8)")
     task.add_argument("--betas", nargs="+", type=float, default=list(BETA_GRID), help="--sweep beta grid")
     task.add_argument("--lengths", nargs="+", type=parse_length, default=[parse_length(x) for x in DEFAULT_LENGTHS],
                       help="--sweep length: completion length ranges MIN-MAX (default 8-15 40-59 90-109)")
     algo, why = BENCH_OVERRIDES["algo"]
     task.add_argument("--algo", choices=ALGOS, default=None,
-                      help=f"learner (default {algo!r}: {why}; TrainConfig's default is {defaults.get('algo', '?')!r})")
+                      help=f"learner (default {algo!r}: {why}; --quick: 'token_ppo'; TrainConfig's default is "
+                           f"{defaults.get('algo', '?')!r})")
     task.add_argument("--algos", nargs="+", choices=ALGOS, default=list(SWEEP_ALGOS), help="--sweep algos: learners")
 
     train = ap.add_argument_group("training (agents.train.TrainConfig)")
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed-offset", type=int, default=0, help="seeds are OFFSET .. OFFSET+SEEDS-1")
     n_updates, why = BENCH_OVERRIDES["n_updates"]
     train.add_argument("--n-updates", type=int, default=None, help=f"updates per run (default {n_updates}: {why})")
-    train.add_argument("--quick-updates", type=int, default=30, help="updates per run under --quick")
+    train.add_argument("--quick-updates", type=int, default=50, help="updates per run under --quick")
     train.add_argument("--episodes-per-update", type=int, default=None,
                        help=f"completions per update (default {_default_text('episodes_per_update', defaults)}; paper: 16)")
     train.add_argument("--device", default=None, help=f"torch device (default {_default_text('device', defaults)})")
@@ -135,14 +139,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             ap.error(str(err))
     if args.quick:
         args.seeds = 3 if args.seeds is None else args.seeds
-        args.modes = args.modes or ["sparse", "abc", "uniform"]
+        args.modes = args.modes or list(QUICK["modes"])
         args.n_updates = args.n_updates or args.quick_updates
+        args.algo = args.algo or QUICK["algo"]
+        args.env_id = args.env_id or QUICK["env_id"]
     if args.smoke:
         args.seeds, args.n_updates = 1, 2
         args.report_update = min(args.report_update, args.n_updates)
     args.seeds = 5 if args.seeds is None else args.seeds
     args.modes = args.modes or (["sparse", "abc"] if args.sweep == "algos" else list(DEFAULT_MODES))
     args.algo = args.algo or BENCH_OVERRIDES["algo"][0]
+    args.env_id = args.env_id or "abc_gym/Sentiment-v0"
     args.n_updates = args.n_updates or BENCH_OVERRIDES["n_updates"][0]
     # TrainConfig's defaults, recorded so results.json says what was run; None when the
     # field is absent (make_train_config then names the missing field)

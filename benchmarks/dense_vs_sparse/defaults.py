@@ -15,6 +15,10 @@ METRICS: tuple[str, ...] = ("rm_score", "gold_score", "kl", "value_loss")
 METRIC_LABELS = {"rm_score": "RM score", "gold_score": "gold (VADER) score", "kl": "KL to reference", "value_loss": "value loss"}
 ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "token_ppo")
 MODES = ("sparse", "abc", "uniform", "oracle", "red")
+#: The ``--quick`` preset (the README's < 10 min check): a task where the modes separate within
+#: 50 updates and 3 seeds (fixed 40-59-token completions; docs/results.md section 7.5), the fast
+#: sequence-level learner, and the modes whose ordering it reproduces.
+QUICK: dict[str, Any] = {"env_id": "abc_gym/SentimentLong-v0", "algo": "token_ppo", "modes": ("sparse", "abc", "red")}
 #: Modes a plain run compares (``--modes`` picks others, e.g. ``red``: prefix-score differences, RED).
 DEFAULT_MODES = ("sparse", "abc", "uniform", "oracle")
 BETA_GRID = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
