@@ -34,7 +34,7 @@ def make_token_vec_env(
 
     :param env_id: a registered id, e.g. ``"abc_gym/Sentiment-v0"``.
     :param num_envs: rows of the batch (one episode each per rollout with ``n_steps=1``).
-    :param reward_mode: the env's credit mode (``abc``, ``sparse``, ``uniform``, ``oracle``).
+    :param reward_mode: the env's credit mode (``abc``, ``red``, ``sparse``, ``uniform``, ``oracle``).
     :param beta: ABC mix.
     :param device: where the env's batch and reward model live (``"auto"``: CUDA when available).
     :param seed: row ``i`` is seeded ``seed + i``; ``None``: unseeded.
