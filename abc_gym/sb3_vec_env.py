@@ -19,10 +19,8 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError('abc_gym.sb3_vec_env needs stable-baselines3: pip install "abc_gym[agents]"') from err
 
-from abc_gym.config import EnvConfig
 from abc_gym.env import observation_space
-from abc_gym.validation import check_int
-from abc_gym.vector_env import row_generators
+from abc_gym.vector_env import build_batched, row_generators
 
 
 class TokenGenerationSB3VecEnv(VecEnv):
@@ -47,11 +45,9 @@ class TokenGenerationSB3VecEnv(VecEnv):
     ) -> None:
         from gymnasium import spaces
 
-        if render_mode is not None:
-            raise ValueError("the batched env does not render; use TokenGenerationEnv with render_mode='ansi'")
-        num_envs = check_int("num_envs", num_envs, low=1)
-        self.config = EnvConfig.from_kwargs(policy=policy, reward_model=reward_model, prompts=prompts, **settings)
-        self.episodes = self.config.build(num_envs)
+        num_envs, self.config, self.episodes = build_batched(
+            num_envs, render_mode, policy=policy, reward_model=reward_model, prompts=prompts, **settings
+        )
         self.policy_name_or_path = self.config.policy_name_or_path
         self.render_mode = None
         super().__init__(num_envs, observation_space(self.episodes), spaces.Discrete(self.episodes.vocab_size))

@@ -26,6 +26,18 @@ from abc_gym.env import observation_space
 from abc_gym.validation import check_int
 
 
+def build_batched(num_envs: Any, render_mode: str | None, **kwargs: Any) -> tuple[int, EnvConfig, TokenEpisodes]:
+    """Checked ``num_envs``, the :class:`EnvConfig` of ``kwargs`` and its engine of ``num_envs`` rows.
+
+    Shared by both batched front ends (gymnasium's and SB3's).
+    """
+    if render_mode is not None:
+        raise ValueError("the batched env does not render; use TokenGenerationEnv with render_mode='ansi'")
+    num_envs = check_int("num_envs", num_envs, low=1)
+    config = EnvConfig.from_kwargs(**kwargs)
+    return num_envs, config, config.build(num_envs)
+
+
 def row_generators(num_rows: int, seed: int | Sequence[int | None] | None) -> list[np.random.Generator]:
     """One generator per row, as gymnasium seeds sub-envs: ``seed + i`` (or an explicit list)."""
     if seed is None or isinstance(seed, (int, np.integer)):
@@ -87,11 +99,9 @@ class TokenGenerationVecEnv(VectorEnv):
         render_mode: str | None = None,
         **settings: Any,
     ) -> None:
-        if render_mode is not None:
-            raise ValueError("the batched env does not render; use TokenGenerationEnv with render_mode='ansi'")
-        num_envs = check_int("num_envs", num_envs, low=1)
-        self.config = EnvConfig.from_kwargs(policy=policy, reward_model=reward_model, prompts=prompts, **settings)
-        self.episodes: TokenEpisodes = self.config.build(num_envs)
+        num_envs, self.config, self.episodes = build_batched(
+            num_envs, render_mode, policy=policy, reward_model=reward_model, prompts=prompts, **settings
+        )
         self.policy_name_or_path = self.config.policy_name_or_path
         self.num_envs = num_envs
         self.single_observation_space = observation_space(self.episodes)

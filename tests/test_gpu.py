@@ -40,27 +40,9 @@ def test_env_credit_on_cuda_equals_cpu() -> None:
 
 
 def test_kv_cache_equals_full_forward_on_cuda() -> None:
-    from agents.env_util import make_token_vec_env
-    from agents.policy import TransformerActorCriticPolicy
+    from tests.test_agents import kv_cache_gap
 
-    env = make_token_vec_env(ENV, num_envs=5, seed=3, device="cuda")
-    path = env.get_attr("policy_name_or_path")[0]
-    policy = TransformerActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model_name_or_path=path).to("cuda")
-    policy.set_training_mode(False)
-    obs = env.reset()
-    torch.manual_seed(0)
-    worst = 0.0
-    for _ in range(35):
-        o = {k: torch.as_tensor(v, device="cuda") for k, v in obs.items()}
-        with torch.no_grad():
-            actions, values, log_prob = policy(o)
-            policy.use_cache = False
-            logits, values_full = policy._heads(o)
-            policy.use_cache = True
-        lp_full = torch.log_softmax(logits, -1).gather(1, actions.view(-1, 1)).squeeze(1)
-        worst = max(worst, (log_prob - lp_full).abs().max().item(), (values - values_full).abs().max().item())
-        obs, _, _, _ = env.step(actions.cpu().numpy())
-    assert worst < 1e-4
+    assert kv_cache_gap("cuda") < 1e-4
 
 
 def test_device_rollout_equals_numpy_rollout_on_cuda() -> None:
@@ -84,33 +66,7 @@ def test_device_rollout_equals_numpy_rollout_on_cuda() -> None:
     np.testing.assert_allclose(rewards_np, rewards_dev, atol=1e-5, rtol=0)
 
 
-def bf16_log_prob_gap(device: str) -> float:
-    """Largest |log-prob| gap of a bf16 policy (KV cache) to the float32 policy (full forward), same actions."""
-    from agents.env_util import make_token_vec_env
-    from agents.policy import TransformerActorCriticPolicy
-
-    env = make_token_vec_env(ENV, num_envs=4, seed=0, device=device)
-    path = env.get_attr("policy_name_or_path")[0]
-
-    def make(**kw):
-        p = TransformerActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model_name_or_path=path, **kw)
-        p.set_training_mode(False)
-        return p.to(device)
-
-    p32, p16 = make(use_cache=False), make(model_kwargs={"dtype": torch.bfloat16})
-    obs = env.reset()
-    torch.manual_seed(0)
-    worst = 0.0
-    for _ in range(20):
-        o = {k: torch.as_tensor(v, device=device) for k, v in obs.items()}
-        with torch.no_grad():
-            actions, _, lp32 = p32(o)
-            logits16, _ = p16._heads(o)
-        lp16 = torch.log_softmax(logits16.float(), -1).gather(1, actions.view(-1, 1)).squeeze(1)
-        worst = max(worst, (lp16 - lp32).abs().max().item())
-        obs, _, _, _ = env.step(actions.cpu().numpy())
-    return worst
-
-
 def test_bf16_cached_log_probs_within_tolerance_on_cuda() -> None:
+    from tests.test_device_rollout import bf16_log_prob_gap
+
     assert bf16_log_prob_gap("cuda") < 0.1
