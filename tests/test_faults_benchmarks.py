@@ -114,6 +114,23 @@ def test_resume_with_same_settings_completes_and_records_configs(tmp_path: Path,
     assert len(payload["meta"]["commands"]) == 2  # both commands that made these results
 
 
+def test_resume_accepts_results_made_in_another_checkout(tmp_path: Path, stub: types.ModuleType) -> None:
+    # Moving the checkout (or resuming a colleague's results) used to be refused because the
+    # shipped model paths were stored absolute; the files' bytes are what the model hash checks.
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
+    payload = json.loads((out / "results.json").read_text())
+    env = next(iter(payload["meta"]["runs"].values()))["config"]["env"]
+    assert env["policy"] == "abc_gym/tasks/sentiment/models/policy"  # stored relative to the package
+    for run in payload["meta"]["runs"].values():  # as an older benchmark wrote it, from elsewhere
+        for key in ("policy", "reward_model"):
+            run["config"]["env"][key] = "/elsewhere/checkout/" + run["config"]["env"][key]
+    (out / "results.json").write_text(json.dumps(payload))
+    stub.calls.clear()
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume")) == 0
+    assert [c.reward_mode for c in stub.calls] == ["abc"]
+
+
 def test_resume_refuses_results_without_run_configs(tmp_path: Path, stub: types.ModuleType,
                                                     capsys: pytest.CaptureFixture) -> None:
     # results.json written before run configs were stored: its settings cannot be checked

@@ -206,7 +206,7 @@ def train_benchmark(args: argparse.Namespace, t0: float) -> int:
         commands = list(payload["meta"].get("commands", []))
     done = {row_spec(r).name for r in rows}
     todo = [s for s in specs if s.name not in done]
-    print(f"{len(todo)} runs ({len(specs) - len(todo)} already stored): seeds "
+    print(f"{len(todo)} runs to do ({len(specs) - len(todo)} already stored): seeds "
           f"{list(range(args.seed_offset, args.seed_offset + args.seeds))}, {args.algo}, {args.n_updates} updates x "
           f"{args.episodes_per_update} completions, {args.jobs} job(s) x {args.threads_per_job} thread(s)", flush=True)
 

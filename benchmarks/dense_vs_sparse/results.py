@@ -20,7 +20,7 @@ import pandas as pd
 
 from benchmarks.dense_vs_sparse.defaults import FIELD_FLAGS
 from benchmarks.dense_vs_sparse.plan import RunSpec
-from benchmarks.dense_vs_sparse.training import config_hash
+from benchmarks.dense_vs_sparse.training import config_hash, portable_ref
 
 
 class ResumeError(Exception):
@@ -89,6 +89,12 @@ def _flag_for(key: str) -> str:
     return "the shipped model files under abc_gym/tasks/sentiment/models changed"
 
 
+def _portable_env(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its env model references made checkout-independent (see ``portable_ref``)."""
+    env = {k: portable_ref(v) if k in ("policy", "reward_model") else v for k, v in config.get("env", {}).items()}
+    return {**config, "env": env} if "env" in config else config
+
+
 def check_resume(payload: dict[str, Any], fresh_config: Callable[[RunSpec], dict[str, Any]], path: Path) -> None:
     """Raise :class:`ResumeError` unless every stored run has the run config this command would give it.
 
@@ -107,9 +113,11 @@ def check_resume(payload: dict[str, Any], fresh_config: Callable[[RunSpec], dict
     diffs: dict[str, tuple[Any, Any]] = {}
     for name, spec in specs.items():
         now = fresh_config(spec)
-        if config_hash(now) == stored[name]["hash"]:
+        # results written before model paths became portable stored the checkout's absolute paths
+        before_cfg = _portable_env(stored[name]["config"])
+        if config_hash(now) in (stored[name]["hash"], config_hash(before_cfg)):
             continue
-        before, after = _flatten(stored[name]["config"]), _flatten(now)
+        before, after = _flatten(before_cfg), _flatten(now)
         for key in sorted(set(before) | set(after)):
             if before.get(key) != after.get(key):
                 diffs.setdefault(key, (before.get(key), after.get(key)))

@@ -71,11 +71,23 @@ def make_train_config(spec: RunSpec, settings: dict[str, Any], log_dir: str | No
     return cls(**kwargs)
 
 
+def portable_ref(ref: Any) -> Any:
+    """A model path inside the installed ``abc_gym`` package as ``abc_gym/...``, anything else unchanged.
+
+    The shipped files' bytes are hashed separately (``model_files``), so where the checkout
+    lives must not decide whether ``--resume`` accepts a results file.
+    """
+    if not isinstance(ref, str):
+        return ref
+    marker = "/abc_gym/tasks/"
+    return "abc_gym/tasks/" + ref.split(marker, 1)[1] if marker in ref.replace("\\", "/") else ref
+
+
 def _describe(value: Any) -> Any:
     """A model reference as JSON: paths and hub ids as text, factories by qualified name."""
     if callable(value):
         return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
-    return None if value is None else str(value)
+    return None if value is None else portable_ref(str(value))
 
 
 def run_config(spec: RunSpec, settings: dict[str, Any]) -> dict[str, Any]:
