@@ -20,6 +20,10 @@ numpy rollout and HF ``generate`` + one reward-model batch at ``--sizes`` envs; 
 rollout vs a full forward per step at ``--cache-sizes``; TokenPPO's update vs SB3's
 PPO.train. GPU sizes: ``--sizes 16 64 256 1024 --cache-sizes 16 64 --update-policy same``.
 
+``--device cpu|cuda --profile N`` prints where one rollout of N envs spends its time
+instead (cProfile, cumulative seconds per phase, and torch.profiler's top operators),
+beside one HF ``generate`` + RM batch on the same prompts.
+
 Prints a markdown table. Completions have a fixed length (``min_new_tokens = max_new_tokens``,
 EOS does not end them) so both sides generate the same number of tokens.
 """
@@ -312,6 +316,65 @@ def device_tables(args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
+# (phase, file suffix, function): cumulative cProfile time of that function is the phase's time
+PHASES = (
+    ("policy forward (all steps)", "agents/policy.py", "forward"),
+    ("  trunk with KV cache", "agents/policy.py", "last_hidden"),
+    ("  sampling (torch.multinomial)", "torch/distributions/categorical.py", "sample"),
+    ("env steps (all)", "abc_gym/core.py", "step_autoreset"),
+    ("  scoring finished rows", "abc_gym/core.py", "score_rows"),
+    ("    reward-model forward", "abc_gym/reward_model.py", "score"),
+    ("    gold score (VADER, per episode)", "abc_gym/tasks/sentiment/gold.py", "gold_score"),
+    ("    gold credit weights (per episode)", "abc_gym/core.py", "_gold_weights"),
+    ("credit write-back, KL and buffer (episodes end)", "agents/credit_mixin.py", "_finish_episodes"),
+    ("  reference log-probs (one teacher-forced forward)", "agents/kl.py", "sequence_log_probs"),
+)
+
+
+def profile_tables(args: argparse.Namespace) -> str:
+    """One rollout of ``args.profile`` envs under cProfile (phases) and torch.profiler (operators)."""
+    import cProfile
+    import pstats
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    policy = rm = None
+    if args.policy == "gpt2-small":
+        policy = gpt2_small_policy(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_"))
+        rm = gpt2_small_reward_model(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_rm_"))
+    dev, k, n = args.device, args.new_tokens, args.profile
+    model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=None if dev.startswith("cuda") else args.threads)
+    rollout, generate = rollout_timer(model), generate_timer(model, k)
+    t = _interleaved({"rollout": rollout, "generate": generate}, args.repeats)
+    prof = cProfile.Profile()
+    prof.enable()
+    total = rollout()
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    out = [
+        f"device {dev}, actor and RM: {args.policy}, {n} envs x {k} new tokens; medians of {args.repeats}: "
+        f"rollout {t['rollout']:.3f} s, HF generate + RM batch {t['generate']:.3f} s "
+        f"({t['generate'] / t['rollout']:.2f}x); profiled rollout {total:.3f} s (cProfile adds overhead)",
+        "",
+        "| phase of one rollout (indented: part of the row above) | cumulative ms | share |",
+        "|---|---:|---:|",
+    ]
+    for label, suffix, func in PHASES:
+        hits = [v[3] for (file, _, name), v in stats.items() if name == func and file.endswith(suffix)]
+        if not hits:  # a renamed function must not read as a phase that costs nothing
+            raise RuntimeError(f"profile: no call of {func}() in a file ending {suffix}; update PHASES")
+        out.append(f"| {label} | {sum(hits) * 1e3:.1f} | {sum(hits) / total:.0%} |")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
+    with profile(activities=activities) as torch_prof:
+        rollout()
+    key = "self_cuda_time_total" if dev.startswith("cuda") else "self_cpu_time_total"
+    out += ["", "torch.profiler, one rollout, top operators by " + key.replace("_", " ") + ":", "", "```",
+            torch_prof.key_averages().table(sort_by=key, row_limit=15), "```"]
+    del model
+    return "\n".join(out)
+
+
 def _run(fn, *args) -> dict[str, Any]:
     with mp.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
@@ -334,13 +397,15 @@ def main() -> None:
     p.add_argument("--update-policy", choices=["same", "shipped"], default="shipped",
                    help="--device: update row on the --policy actor (same) or the shipped one")
     p.add_argument("--threads", type=int, default=1, help="--device on CPU: torch threads")
+    p.add_argument("--profile", type=int, default=None, metavar="N",
+                   help="--device: profile one rollout of N envs (phases and operators) instead of the tables")
     args = p.parse_args()
     if args.device is not None:
         if args.device == "auto":
             import torch
 
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        print(device_tables(args))
+        print(profile_tables(args) if args.profile else device_tables(args))
         return
     policy = None
     if args.policy == "gpt2-small":
