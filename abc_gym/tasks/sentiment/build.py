@@ -588,7 +588,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rm-heads", type=int, default=4)
     ap.add_argument("--head-steps", type=int, default=2000, help="MiniLM head training steps")
     ap.add_argument("--head-batch", type=int, default=128, help="MiniLM head batch size")
-    ap.add_argument("--head-layer-lr", type=float, default=1e-4,
+    ap.add_argument("--head-layer-lr", type=float, default=3e-4,
                     help="peak learning rate of MiniLM's last encoder layer (pooler + classifier: 1e-3)")
     ap.add_argument("--minilm-fragments", type=int, default=20000, help="train fragments for the MiniLM head")
     ap.add_argument("--minilm-frozen", action="store_true",
