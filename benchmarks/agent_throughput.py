@@ -247,16 +247,21 @@ def time_update(model, sequence_level: bool) -> tuple[float, int]:
     return time.perf_counter() - t, model.rollout_buffer.n_valid
 
 
-def device_tables(args: argparse.Namespace) -> str:
-    """The fast-path tables (docs/performance.md), on ``args.device``."""
+def _actor_and_rm(which: str) -> tuple[str | None, str | None]:
+    """Local paths of the GPT-2-small-shaped actor and RM (``which == "gpt2-small"``), or Nones (shipped)."""
     import tempfile
 
+    if which != "gpt2-small":
+        return None, None
+    return (gpt2_small_policy(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_")),
+            gpt2_small_reward_model(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_rm_")))
+
+
+def device_tables(args: argparse.Namespace) -> str:
+    """The fast-path tables (docs/performance.md), on ``args.device``."""
     import torch
 
-    policy = rm = None
-    if args.policy == "gpt2-small":
-        policy = gpt2_small_policy(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_"))
-        rm = gpt2_small_reward_model(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_rm_"))
+    policy, rm = _actor_and_rm(args.policy)
     dev, k = args.device, args.new_tokens
     threads = None if dev.startswith("cuda") else args.threads
     out = [
@@ -335,14 +340,10 @@ def profile_tables(args: argparse.Namespace) -> str:
     """One rollout of ``args.profile`` envs under cProfile (phases) and torch.profiler (operators)."""
     import cProfile
     import pstats
-    import tempfile
 
     from torch.profiler import ProfilerActivity, profile
 
-    policy = rm = None
-    if args.policy == "gpt2-small":
-        policy = gpt2_small_policy(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_"))
-        rm = gpt2_small_reward_model(tempfile.mkdtemp(prefix="abc_gym_gpt2_small_rm_"))
+    policy, rm = _actor_and_rm(args.policy)
     dev, k, n = args.device, args.new_tokens, args.profile
     model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=None if dev.startswith("cuda") else args.threads)
     rollout, generate = rollout_timer(model), generate_timer(model, k)

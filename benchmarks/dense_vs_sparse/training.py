@@ -72,15 +72,18 @@ def make_train_config(spec: RunSpec, settings: dict[str, Any], log_dir: str | No
 
 
 def portable_ref(ref: Any) -> Any:
-    """A model path inside the installed ``abc_gym`` package as ``abc_gym/...``, anything else unchanged.
+    """A path to a shipped model (under ``abc_gym/tasks/sentiment/models/``) as that relative path,
+    anything else unchanged.
 
-    The shipped files' bytes are hashed separately (``model_files``), so where the checkout
-    lives must not decide whether ``--resume`` accepts a results file.
+    Those files' bytes are hashed separately (``model_files``), so where the checkout lives
+    must not decide whether ``--resume`` accepts a results file. Other paths stay absolute:
+    nothing else checks their contents.
     """
     if not isinstance(ref, str):
         return ref
-    marker = "/abc_gym/tasks/"
-    return "abc_gym/tasks/" + ref.split(marker, 1)[1] if marker in ref.replace("\\", "/") else ref
+    marker = "abc_gym/tasks/sentiment/models/"
+    path = ref.replace("\\", "/")
+    return marker + path.split("/" + marker, 1)[1] if "/" + marker in path else ref
 
 
 def _describe(value: Any) -> Any:
