@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "token_ppo")
+SAMPLERS = ("multinomial", "inverse_cdf")  # how a rollout draws its actions (agents.policy)
 MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
@@ -47,6 +48,15 @@ class TrainConfig:
     n_epochs: int = _f(4, "passes over each rollout (PPO, MaskablePPO, TokenPPO; TRPO: critic passes)")
     minibatch_episodes: int = _f(4, "minibatch size in completions (per-transition algorithms: that many completions' steps)")
     device_rollout: bool = _f(True, "token_ppo: roll out on the env engine's device tensors (no per-token numpy round trip; exact)")
+    compile_decode: bool = _f(
+        False, "torch.compile the KV-cache decode step (CUDA: CUDA graphs); pays a compile on the first rollout, "
+        "equal to eager within float rounding"
+    )
+    sampler: str = _f(
+        "multinomial", "how rollout actions are drawn: multinomial (torch.multinomial, as SB3 and HF generate) or "
+        "inverse_cdf (same distribution, one uniform per row: much cheaper on a CPU; another random stream)",
+        choices=SAMPLERS,
+    )
     gamma: float = _f(1.0, "discount factor, in [0, 1]")
     gae_lambda: float = _f(0.95, "GAE lambda, in [0, 1]")
     clip_range: float = _f(0.2, "PPO ratio clip, > 0")
@@ -82,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"unknown algorithm {self.algo!r}: use one of {', '.join(ALGOS)}")
         check_reward_mode(self.reward_mode)
         check_beta(self.beta)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}: use --sampler with one of {', '.join(SAMPLERS)}")
         _check_range(self, "seed", 0, MAX_SEED)
         _check_range(self, "episodes_per_update", 1)
         if not (1 <= self.minibatch_episodes <= self.episodes_per_update):

@@ -15,7 +15,9 @@ Two forward paths, both equal within float tolerance (tested):
   token feeds only that token. Anything else (episode start, other batch) re-prefills
   the row. The cache is keyed on the token prefix itself, so it can never be stale
   for a different episode; it is dropped whenever the weights may change
-  (``set_training_mode(True)``, ``load_state_dict``).
+  (``set_training_mode(True)``, ``load_state_dict``). With ``compile_decode=True`` its
+  fixed-shape single-token step runs through ``torch.compile`` (one graph; on CUDA with
+  ``mode="reduce-overhead"``, i.e. CUDA graphs, the launch-bound decode's fix).
 
 ``evaluate_episodes`` is the teacher-forced path of :class:`agents.token_ppo.TokenPPO`:
 one forward per whole episode gives every step's log-prob, value and entropy.
@@ -36,11 +38,20 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 
-from abc_gym.compat.transformers import RowWriteCache, cache_from_layers, cache_layers, forward_with_cache
+from abc_gym.compat.transformers import (
+    RowWriteCache,
+    cache_from_layers,
+    cache_keyword,
+    cache_layers,
+    forward_with_cache,
+)
 from agents.buffers import EOS_ALLOWED_KEY
+from agents.config import SAMPLERS
 from agents.compat import apply_action_masks
 
 FLOAT_EXACT_IDS = 2**24  # float32 represents every integer below this exactly
+
+_COMPILED_STEPS: dict[str, Any] = {}  # torch.compile mode -> the compiled decode step (compiled once per process)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -112,17 +123,23 @@ class RowKVCache:
 
     :param trunk: a decoder trunk returning ``last_hidden_state`` (e.g. ``GPT2LMHeadModel.transformer``).
     :param max_len: ``L``, the observation length (no row is ever longer).
+    :param compile_step: run the single-token step through ``torch.compile`` (:func:`compiled_decode_step`;
+        prefills stay eager: their widths vary). Equal to the eager step within float rounding (tested).
     """
 
-    def __init__(self, trunk: nn.Module, max_len: int) -> None:
+    def __init__(self, trunk: nn.Module, max_len: int, compile_step: bool = False) -> None:
         self.trunk = trunk
         self.max_len = max_len
+        self.compile_step = bool(compile_step)
         self.clear()
 
     def clear(self) -> None:
+        """Forget every row's prefix (each row re-prefills on its next call). The buffers stay
+        allocated: their fixed addresses keep a compiled / CUDA-graph step valid across rollouts."""
         self.ids: torch.Tensor | None = None  # (N, L) token prefix of each row
         self.length: torch.Tensor | None = None  # (N,) cached prefix length (0: nothing cached)
-        self.cache: RowWriteCache | None = None  # per layer (N, H, L, D) keys / values
+        if not hasattr(self, "cache"):
+            self.cache: RowWriteCache | None = None  # per layer (N, H, L, D) keys / values
 
     @property
     def keys(self) -> list[torch.Tensor]:
@@ -162,6 +179,10 @@ class RowKVCache:
         """``(N,)`` bool: the row's cached prefix is its current prefix minus the last token."""
         if self.ids is None or self.ids.shape != ids.shape or self.ids.device != ids.device:
             self.clear()
+            if self.cache is not None:  # buffers of another batch, device or dtype: allocate anew at the prefill
+                k = self.cache.layers[0].keys
+                if k.shape[0] != len(ids) or k.device != ids.device or k.dtype != next(self.trunk.parameters()).dtype:
+                    self.cache = None
             self.ids = torch.zeros_like(ids)
             self.length = torch.zeros(len(ids), dtype=torch.long, device=ids.device)
             return torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
@@ -173,10 +194,20 @@ class RowKVCache:
         """Feed every row its last real token at its own position; keys/values written in place."""
         last = (n_real - 1).unsqueeze(1)  # (N, 1)
         self.cache.set_write_positions(last.squeeze(1))
-        out, _ = forward_with_cache(
-            self.trunk, self.cache, input_ids=ids.gather(1, last), attention_mask=mask, position_ids=last
-        )
-        return out.last_hidden_state[:, -1]
+        if self.compile_step:
+            step = compiled_decode_step(ids.device)
+            if ids.device.type == "cuda":  # CUDA graphs: each call is a new iteration (outputs are reused)
+                torch.compiler.cudagraph_mark_step_begin()
+            # clone: a CUDA-graph output is overwritten by the next replay, and the prefill writes into it
+            try:
+                return step(self.trunk, self.cache, ids.gather(1, last), mask, last, cache_keyword(self.trunk)).clone()
+            except Exception as err:  # compile errors are long; say which switch avoids them
+                raise RuntimeError(
+                    f"compile_decode=True: the compiled decode step failed on {ids.device} ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''}). Set compile_decode=False (agents.train: "
+                    "--no-compile-decode) to decode eagerly; on a CPU torch.compile needs a C++ compiler"
+                ) from err
+        return _decode_step(self.trunk, self.cache, ids.gather(1, last), mask, last, cache_keyword(self.trunk))
 
     def _prefill_rows(
         self, rows: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, n_real: torch.Tensor, hidden: torch.Tensor | None
@@ -190,12 +221,55 @@ class RowKVCache:
         keys, values = cache_layers(cache)
         if self.cache is None:
             self.cache = RowWriteCache.allocate(keys, values, len(ids), self.max_len)
+            if self.compile_step and ids.device.type == "cuda":
+                # written in place at fixed addresses: CUDA graphs read them where they are instead of
+                # copying them in each replay. Dynamo guards on these buffers, so new buffers (another
+                # cache) compile once more; a rollout's cache keeps its buffers (see clear)
+                for buf in self.keys + self.values:
+                    torch._dynamo.mark_static_address(buf)
         self.cache.write_rows(rows, keys, values)
         h_rows = out.last_hidden_state[torch.arange(len(rows), device=ids.device), nr - 1]
         if hidden is None:
             hidden = h_rows.new_empty(len(ids), h_rows.shape[-1])
         hidden[rows] = h_rows
         return hidden
+
+
+def _decode_step(
+    trunk: nn.Module, cache: RowWriteCache, last_ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, cache_kw: str
+) -> torch.Tensor:
+    """One token per row at slot ``last``: ``last_ids`` ``(N, 1)``, ``mask`` ``(N, L)``, ``last`` ``(N, 1)``;
+    returns the ``(N, D)`` hidden states. The cache's keys/values are written in place. ``cache_kw``:
+    :func:`~abc_gym.compat.transformers.cache_keyword` of ``trunk``, looked up outside (a compiled graph
+    should not trace a cached signature lookup)."""
+    out = trunk(input_ids=last_ids, attention_mask=mask, position_ids=last, use_cache=True, **{cache_kw: cache})
+    return out.last_hidden_state[:, -1]
+
+
+def compiled_decode_step(device: torch.device) -> Any:
+    """:func:`_decode_step` compiled for ``device``'s kind, once per process: one graph
+    (``fullgraph``), static shapes (a new ``N`` or ``L`` compiles once more), CUDA graphs on CUDA
+    (``mode="reduce-overhead"``: the decode of a small model is bound by kernel launches)."""
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    if mode not in _COMPILED_STEPS:
+        _COMPILED_STEPS[mode] = torch.compile(_decode_step, fullgraph=True, dynamic=False, mode=mode)
+    return _COMPILED_STEPS[mode]
+
+
+def inverse_cdf_sample(probs: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs`` ``(B, V)`` by inverse-CDF sampling; returns ``(B,)`` long.
+
+    The same distribution as ``torch.multinomial(probs, 1)`` with one uniform draw per row
+    instead of one exponential draw per vocabulary entry (what ``multinomial`` costs on a CPU:
+    ~15 ns per entry). The CDF is summed in float64, so every token's share of [0, 1) is its
+    probability to ~1e-16, and a token of probability 0 (a masked one) is never drawn.
+    """
+    cdf = probs.double().cumsum(-1)  # (B, V)
+    u = torch.rand(len(probs), 1, dtype=torch.float64, device=probs.device) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(1)  # first slot whose CDF exceeds u
+    # u rounded up to the total (probability ~1e-16): the last token of positive probability
+    last_positive = probs.shape[-1] - 1 - (probs.flip(-1) > 0).long().argmax(-1)
+    return torch.where(idx < probs.shape[-1], idx, last_positive)
 
 
 # ----------------------------------------------------------------------------- policy
@@ -214,10 +288,14 @@ class _TransformerPolicyMixin:
         value_model_name_or_path: str | None,
         separate_value_model: bool,
         use_cache: bool,
+        compile_decode: bool,
+        sampler: str,
         model_kwargs: dict[str, Any] | None,
         kwargs: dict[str, Any],
     ) -> dict[str, Any]:
         check_token_spaces(observation_space, action_space)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}: use one of {SAMPLERS} (agents.train: --sampler)")
         if model_name_or_path is None:
             raise ValueError(
                 "TransformerActorCriticPolicy needs a causal LM: pass policy_kwargs=dict(model_name_or_path=...) "
@@ -234,6 +312,8 @@ class _TransformerPolicyMixin:
             str(value_model_name_or_path) if value_model_name_or_path is not None else None
         )
         self.use_cache = use_cache
+        self.compile_decode = bool(compile_decode)
+        self.sampler = sampler
         # EOS token the env refuses before min_new_tokens (set by the agents' rollout from the env's
         # rule); steps whose observation carries eos_allowed=False get it masked (see mask_eos).
         self.eos_token_id: int | None = None
@@ -290,7 +370,7 @@ class _TransformerPolicyMixin:
         trunk = base_of(model)
         if self.use_cache and not torch.is_grad_enabled() and not self.training:
             if which not in self._caches:
-                self._caches[which] = RowKVCache(trunk, self.seq_len)
+                self._caches[which] = RowKVCache(trunk, self.seq_len, compile_step=self.compile_decode)
             return self._caches[which].last_hidden(ids, mask)
         width = int(mask.sum(-1).max())  # right padding: nothing real beyond the longest row
         out = trunk(input_ids=ids[:, :width], attention_mask=mask[:, :width])
@@ -338,10 +418,16 @@ class _TransformerPolicyMixin:
         """Returns actions ``(B,)``, values ``(B, 1)`` and log-probs ``(B,)``."""
         logits, values = self._heads(obs)
         dist = self._distribution(logits, action_masks)
-        actions = dist.get_actions(deterministic=deterministic)
+        actions = self._sample(dist, deterministic)
         if not torch.is_grad_enabled():
             self.last_rollout_entropy = dist.entropy().detach()
         return actions.reshape((-1, *self.action_space.shape)), values, dist.log_prob(actions)
+
+    def _sample(self, dist: Any, deterministic: bool) -> torch.Tensor:
+        """``(B,)`` actions: the mode, or a draw with the policy's ``sampler``."""
+        if deterministic or self.sampler == "multinomial":
+            return dist.get_actions(deterministic=deterministic)
+        return inverse_cdf_sample(dist.distribution.probs)
 
     def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, action_masks: Any = None):
         """Per-transition path: values ``(B, 1)``, log-probs ``(B,)``, entropy ``(B,)``."""
@@ -358,7 +444,7 @@ class _TransformerPolicyMixin:
         return values
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False, action_masks: Any = None):
-        return self.get_distribution(observation, action_masks).get_actions(deterministic=deterministic)
+        return self._sample(self.get_distribution(observation, action_masks), deterministic)
 
     def extract_features(self, obs: Any, *args: Any, **kwargs: Any):  # pragma: no cover - not used
         raise NotImplementedError("TransformerActorCriticPolicy reads token ids directly; use forward()")
@@ -423,6 +509,8 @@ class _TransformerPolicyMixin:
             value_model_name_or_path=self.value_model_name_or_path,
             separate_value_model=self.separate_value_model,
             use_cache=self.use_cache,
+            compile_decode=self.compile_decode,
+            sampler=self.sampler,
             model_kwargs=self.model_kwargs,
         )
         for key in ("net_arch", "activation_fn", "ortho_init", "features_extractor_class", "features_extractor_kwargs"):
@@ -457,6 +545,12 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
     :param value_model_name_or_path: a separate value trunk (implies ``separate_value_model``).
     :param separate_value_model: value head on a separate copy of the actor's trunk, not shared.
     :param use_cache: per-env KV cache during rollouts.
+    :param compile_decode: compile the cache's single-token decode step with ``torch.compile``
+        (CUDA graphs on CUDA). The first rollout at each env count pays the compilation (seconds
+        to a minute); results equal the eager step's within float rounding, not bit for bit.
+    :param sampler: how actions are drawn: ``"multinomial"`` (``torch.multinomial``, as SB3's
+        Categorical and HF ``generate``) or ``"inverse_cdf"`` (:func:`inverse_cdf_sample`: the same
+        distribution, much cheaper on a CPU, another random stream: seeded runs differ from multinomial's).
     :param model_kwargs: forwarded to ``from_pretrained`` (``dtype``, ``attn_implementation``, ...).
     :param kwargs: further SB3 ``ActorCriticPolicy`` keywords (``optimizer_class``, ...).
     """
@@ -470,12 +564,14 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
         value_model_name_or_path: str | None = None,
         separate_value_model: bool = False,
         use_cache: bool = True,
+        compile_decode: bool = False,
+        sampler: str = "multinomial",
         model_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs = self._init_transformer(
             observation_space, action_space, model_name_or_path, value_model_name_or_path,
-            separate_value_model, use_cache, model_kwargs, kwargs,
+            separate_value_model, use_cache, compile_decode, sampler, model_kwargs, kwargs,
         )
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
@@ -495,12 +591,14 @@ class MaskableTransformerActorCriticPolicy(_TransformerPolicyMixin, MaskableActo
         value_model_name_or_path: str | None = None,
         separate_value_model: bool = False,
         use_cache: bool = True,
+        compile_decode: bool = False,
+        sampler: str = "multinomial",
         model_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs = self._init_transformer(
             observation_space, action_space, model_name_or_path, value_model_name_or_path,
-            separate_value_model, use_cache, model_kwargs, kwargs,
+            separate_value_model, use_cache, compile_decode, sampler, model_kwargs, kwargs,
         )
         kwargs.pop("use_sde", None)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)

@@ -169,13 +169,19 @@ def _interleaved(runs: dict[str, Any], repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def rollout_timer(model, device_rollout: bool = True, use_cache: bool = True):
-    """A timer of one TokenPPO rollout (n_steps=1: one complete episode per env); ``model.rollout_buffer.n_valid`` tokens."""
+def rollout_timer(
+    model, device_rollout: bool = True, use_cache: bool = True, compile_decode: bool = False, sampler: str = "multinomial"
+):
+    """A timer of one TokenPPO rollout (n_steps=1: one complete episode per env); ``model.rollout_buffer.n_valid`` tokens.
+    ``compile_decode`` and ``sampler``: the policy's fast options (set on the policy and its caches before each rollout)."""
     if not hasattr(model, "_bench_callback"):
         _, model._bench_callback = model._setup_learn(10**12, None)
 
     def once() -> float:
         model.device_rollout, model.policy.use_cache = device_rollout, use_cache
+        model.policy.compile_decode, model.policy.sampler = compile_decode, sampler
+        for cache in model.policy._caches.values():
+            cache.compile_step = compile_decode
         _sync(model.device.type)
         t = time.perf_counter()
         model.collect_rollouts(model.env, model._bench_callback, model.rollout_buffer, 1)
@@ -268,11 +274,14 @@ def device_tables(args: argparse.Namespace) -> str:
         f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.startswith('cuda') else 'cpu'}), torch {torch.__version__}, "
         f"torch threads {torch.get_num_threads() if threads is None else threads}, actor and RM: {args.policy}, "
         f"{k} new tokens per episode, medians of {args.repeats} interleaved repeats (cache table: {args.cache_repeats})",
+    ]
+    rollout_header = [
         "",
         "| envs | device rollout tok/s | numpy rollout tok/s | HF generate + RM batch tok/s | generate + RM + ref log-probs tok/s "
         "| device / (generate + RM) | device / (generate + RM + ref) | device / numpy |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    out += rollout_header if args.sizes else []
     for n in args.sizes:
         model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=threads)
         runs = {
@@ -292,11 +301,13 @@ def device_tables(args: argparse.Namespace) -> str:
         )
         print(out[-1], flush=True)
         del model
+    if args.compile_sizes:
+        out += ["", options_table(args, policy, rm, threads)]
     out += [
         "",
         f"| envs ({args.policy} actor, shipped RM) | KV cache rollout tok/s | full forward per step tok/s | cache / full |",
         "|---:|---:|---:|---:|",
-    ]
+    ] if args.cache_sizes else []
     for n in args.cache_sizes:  # the shipped RM: scoring and the reference forward are the same on both sides
         model = _setup(k, n, policy=policy, device=dev, reward_model=None, threads=threads)
         t = _interleaved({"cache": rollout_timer(model, use_cache=True), "full": rollout_timer(model, use_cache=False)},
@@ -305,6 +316,8 @@ def device_tables(args: argparse.Namespace) -> str:
         out.append(f"| {n} | {tok / t['cache']:,.0f} | {tok / t['full']:,.0f} | {t['full'] / t['cache']:.2f}x |")
         print(out[-1], flush=True)
         del model
+    if args.no_update:
+        return "\n".join(out)
     out += [
         "",
         "| update (4 epochs, minibatches of 4 episodes) | transitions | SB3 PPO.train s | TokenPPO s | speed-up |",
@@ -318,6 +331,52 @@ def device_tables(args: argparse.Namespace) -> str:
     actor = args.policy if args.update_policy == "same" else "shipped"
     out.append(f"| {args.update_envs} episodes x {args.update_tokens} tokens, {actor} actor | {n_tr} | {per:.2f} | {seq:.2f} | {per / seq:.1f}x |")
     print(out[-1], flush=True)
+    return "\n".join(out)
+
+
+#: the opt-in fast options of the options table: (column, policy settings)
+OPTIONS = (
+    ("eager", {}),
+    ("compile_decode", {"compile_decode": True}),
+    ("inverse_cdf", {"sampler": "inverse_cdf"}),
+    ("both", {"compile_decode": True, "sampler": "inverse_cdf"}),
+)
+
+
+def options_table(args: argparse.Namespace, policy: str | None, rm: str | None, threads: int | None) -> str:
+    """Device rollout tok/s with the opt-in fast options (``compile_decode``, ``sampler="inverse_cdf"``,
+    both) vs the defaults vs ``generate`` + RM, at ``args.compile_sizes`` envs. The first
+    compiled rollout (compilation included) is timed on its own; a failed compilation is reported
+    in the table instead of ending the benchmark."""
+    mode = "reduce-overhead, CUDA graphs" if args.device.startswith("cuda") else "default"
+    k = args.new_tokens
+    cols = " | ".join(f"{name} tok/s" for name, _ in OPTIONS)
+    out = [
+        f"| envs (compile mode: {mode}) | {cols} | HF generate + RM tok/s | best / eager | best / (generate + RM) "
+        "| best / (generate + RM + ref) | first compiled rollout s |",
+        "|---:|" + "---:|" * (len(OPTIONS) + 5),
+    ]
+    for n in args.compile_sizes:
+        model = _setup(k, n, policy=policy, device=args.device, reward_model=rm, threads=threads)
+        runs = {name: rollout_timer(model, **opts) for name, opts in OPTIONS}
+        try:  # compiles first, so the cache buffers it allocates are the ones CUDA graphs keep
+            first = runs["compile_decode"]()
+        except Exception as err:  # noqa: BLE001 - the table says what failed; the other tables still run
+            out.append(f"| {n} | compile failed: {type(err).__name__}: {str(err).splitlines()[0][:200]} |")
+            print(out[-1], flush=True)
+            runs = {name: fn for name, fn in runs.items() if "compile_decode" not in dict(OPTIONS)[name]}
+            first = float("nan")
+        t = _interleaved({**runs, "generate": generate_timer(model, k), "generate_ref": generate_timer(model, k, with_ref=True)},
+                         args.repeats)
+        tok = n * k
+        best = min(t[name] for name in runs)
+        rates = " | ".join(f"{tok / t[name]:,.0f}" if name in t else "failed" for name, _ in OPTIONS)
+        out.append(
+            f"| {n} | {rates} | {tok / t['generate']:,.0f} | {t['eager'] / best:.2f}x | {t['generate'] / best:.2f}x "
+            f"| {t['generate_ref'] / best:.2f}x | {first:.1f} |"
+        )
+        print(out[-1], flush=True)
+        del model
     return "\n".join(out)
 
 
@@ -389,12 +448,16 @@ def main() -> None:
     p.add_argument("--update-tokens", type=int, default=32)
     p.add_argument("--policy", choices=["shipped", "gpt2-small"], default="shipped", help="actor for the rollout rows")
     p.add_argument("--device", default=None, help="print the fast-path tables on this device (cpu, cuda) instead")
-    p.add_argument("--sizes", type=int, nargs="+", default=[16, 64], help="--device: envs of the rollout table")
-    p.add_argument("--cache-sizes", type=int, nargs="+", default=[16], help="--device: envs of the cache table")
+    p.add_argument("--sizes", type=int, nargs="*", default=[16, 64], help="--device: envs of the rollout table")
+    p.add_argument("--cache-sizes", type=int, nargs="*", default=[16], help="--device: envs of the cache table")
+    p.add_argument("--compile-sizes", type=int, nargs="*", default=[],
+                   help="--device: envs of the fast-options table (compile_decode, sampler=inverse_cdf, both vs the "
+                        "defaults; none: no table)")
     p.add_argument("--new-tokens", type=int, default=48, help="--device: new tokens per episode")
     p.add_argument("--numpy-max-envs", type=int, default=64, help="--device: largest N timed on the numpy path")
     p.add_argument("--cache-repeats", type=int, default=1, help="--device: repeats of the cache table (full forward is slow)")
     p.add_argument("--update-envs", type=int, default=16, help="--device: episodes of the update row")
+    p.add_argument("--no-update", action="store_true", help="--device: skip the update table")
     p.add_argument("--update-policy", choices=["same", "shipped"], default="shipped",
                    help="--device: update row on the --policy actor (same) or the shipped one")
     p.add_argument("--threads", type=int, default=1, help="--device on CPU: torch threads")

@@ -42,14 +42,19 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/tes
     2>&1 | tee "$OUT_DIR/tests.txt"
 
 echo "## agent throughput (GPT-2-small-shaped actor and RM, random weights, 48 new tokens)"
-timeout 300 python3 benchmarks/agent_throughput.py --device cuda --policy gpt2-small --update-policy same \
+timeout 220 python3 benchmarks/agent_throughput.py --device cuda --policy gpt2-small --update-policy same \
     --sizes 16 64 256 1024 --cache-sizes 16 64 --repeats 3 2>&1 | grep -v "Writing model shards" \
     | tee "$OUT_DIR/agent_throughput.md"
 
+echo "## opt-in fast options: compile_decode (torch.compile, CUDA graphs), sampler=inverse_cdf, both"
+timeout 110 python3 benchmarks/agent_throughput.py --device cuda --policy gpt2-small --sizes --cache-sizes \
+    --compile-sizes 64 256 --no-update --repeats 3 2>&1 | grep -v "Writing model shards" \
+    | tee "$OUT_DIR/fast_options.md"
+
 echo "## where one rollout spends its time (GPT-2-small shape, 64 envs: cProfile phases, torch.profiler operators)"
-timeout 60 python3 benchmarks/agent_throughput.py --device cuda --policy gpt2-small --profile 64 --repeats 3 \
+timeout 50 python3 benchmarks/agent_throughput.py --device cuda --policy gpt2-small --profile 64 --repeats 3 \
     2>&1 | grep -v -e "Writing model shards" -e "^USDT:" | tee "$OUT_DIR/profile.md"
 
 echo "## env throughput and ABC / sparse scoring"
-timeout 90 python3 -m benchmarks.env_throughput --device cuda --sizes 1 16 64 256 --steps 100 --rm-batch 64 \
+timeout 70 python3 -m benchmarks.env_throughput --device cuda --sizes 1 16 64 256 --steps 100 --rm-batch 64 \
     2>&1 | tee "$OUT_DIR/env_throughput.md"

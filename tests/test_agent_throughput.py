@@ -25,3 +25,18 @@ def test_profile_finds_every_phase_and_times_it() -> None:
         assert seconds > 0, row
     assert re.search(r"HF generate \+ RM batch [0-9.]+ s", table)
     assert "aten::" in table  # torch.profiler's operator table
+
+
+def test_options_table_times_every_fast_option() -> None:
+    import shutil
+
+    from benchmarks.agent_throughput import OPTIONS, options_table
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    args = argparse.Namespace(device="cpu", new_tokens=4, compile_sizes=[2], repeats=1)
+    table = options_table(args, None, None, 1)
+    row = table.splitlines()[-1].split("|")[1:-1]
+    assert row[0].strip() == "2" and "failed" not in table
+    rates = [float(cell.replace(",", "")) for cell in row[1:len(OPTIONS) + 2]]  # each option, then generate + RM
+    assert len(rates) == len(OPTIONS) + 1 and all(r > 0 for r in rates)

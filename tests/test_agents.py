@@ -47,11 +47,14 @@ def test_float_ids_round_trip_and_check() -> None:
         as_token_ids(torch.tensor([[1.5]]))
 
 
-def kv_cache_gap(device: str = "cpu") -> float:
-    """Largest |log-prob| or |value| gap of the KV-cache path to the full forward over 35 steps (several resets)."""
+def kv_cache_gap(device: str = "cpu", compile_decode: bool = False) -> float:
+    """Largest |log-prob| or |value| gap of the KV-cache path (its decode step compiled or not) to
+    the full forward over 35 steps (several resets)."""
     env = make_token_vec_env(ENV, num_envs=5, seed=3, device=device)
     path = env.get_attr("policy_name_or_path")[0]
-    policy = TransformerActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model_name_or_path=path).to(device)
+    policy = TransformerActorCriticPolicy(
+        env.observation_space, env.action_space, lambda _: 1e-4, model_name_or_path=path, compile_decode=compile_decode
+    ).to(device)
     policy.set_training_mode(False)
     obs = env.reset()
     torch.manual_seed(0)
@@ -71,6 +74,28 @@ def kv_cache_gap(device: str = "cpu") -> float:
 
 def test_kv_cache_equals_full_forward() -> None:
     assert kv_cache_gap("cpu") < 1e-5
+
+
+def _has_cxx_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_decode_step_equals_full_forward() -> None:
+    from agents.policy import _COMPILED_STEPS
+
+    assert kv_cache_gap("cpu", compile_decode=True) < 1e-5
+    assert "default" in _COMPILED_STEPS  # the compiled step ran, not the eager one
+
+
+def test_compile_decode_reaches_the_policy_and_survives_save_load(tmp_path) -> None:
+    model = _model(n=2, compile_decode=True)
+    assert model.policy.compile_decode is True
+    model.save(tmp_path / "m.zip")
+    assert type(model).load(tmp_path / "m.zip", env=model.env).policy.compile_decode is True
+    assert _model(n=2).policy.compile_decode is False  # off by default: eager results stay bit-identical
 
 
 def test_vocab_mismatch_is_refused(tmp_path) -> None:
@@ -305,3 +330,44 @@ def test_a_tokenizer_is_never_used_as_a_model_path(policy_tokenizer) -> None:
         PPO("TransformerPolicy", env)
     with pytest.raises(ValueError, match="model_name_or_path"):
         TransformerActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-4, model_name_or_path=policy_tokenizer)
+
+
+# ----------------------------------------------------------------------------- inverse-CDF sampler
+
+
+def test_inverse_cdf_sampler_draws_the_distribution() -> None:
+    from scipy.stats import chisquare
+
+    from agents.policy import inverse_cdf_sample
+
+    # zeros (a masked token) at both ends and inside, a tiny probability, float32 like the policy's
+    p = torch.tensor([0.0, 0.5, 1e-4, 0.0, 0.2999, 0.2, 0.0], dtype=torch.float32)
+    torch.manual_seed(0)
+    draws = inverse_cdf_sample(p.expand(200_000, -1).contiguous())
+    counts = torch.bincount(draws, minlength=len(p)).double()
+    assert counts[p == 0].sum() == 0  # a zero-probability token is never drawn
+    positive = p > 0
+    expected = p[positive].double() / p.sum() * len(draws)
+    assert chisquare(counts[positive].numpy(), expected.numpy()).pvalue > 1e-3  # seeded: deterministic
+    # and the test has power: the same counts against a slightly different distribution fail it
+    wrong = torch.tensor([0.45, 1e-4, 0.3499, 0.2], dtype=torch.float64) * len(draws) / 0.9999
+    assert chisquare(counts[positive].numpy(), wrong.numpy() * counts.sum().item() / wrong.sum().item()).pvalue < 1e-6
+
+
+def test_inverse_cdf_rounding_to_the_total_never_draws_a_masked_last_token(monkeypatch) -> None:
+    from agents.policy import inverse_cdf_sample
+
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.ones(*a, dtype=k.get("dtype"), device=k.get("device")))
+    assert inverse_cdf_sample(torch.tensor([[0.3, 0.7, 0.0], [0.2, 0.0, 0.8]])).tolist() == [1, 2]
+
+
+def test_sampler_reaches_the_policy_and_rollouts_and_is_checked() -> None:
+    model = _model(n=4, sampler="inverse_cdf")
+    assert model.policy.sampler == "inverse_cdf"
+    buf = _collect(model)
+    assert len(buf.episodes) == 4
+    with pytest.raises(ValueError, match="--sampler"):
+        TrainConfig(sampler="gumbel").validate()
+    env = make_token_vec_env(ENV, num_envs=2)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        PPO("TransformerPolicy", env, policy_kwargs={"sampler": "gumbel"})

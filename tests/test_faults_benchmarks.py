@@ -131,6 +131,28 @@ def test_resume_accepts_results_made_in_another_checkout(tmp_path: Path, stub: t
     assert [c.reward_mode for c in stub.calls] == ["abc"]
 
 
+def test_resume_accepts_results_written_before_a_trainconfig_field_existed(
+    tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture
+) -> None:
+    # compile_decode was added to TrainConfig after results were written; runs stored without it
+    # ran at its default (eager decode), so they resume, and a non-default value is still refused.
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
+    payload = json.loads((out / "results.json").read_text())
+    for run in payload["meta"]["runs"].values():
+        assert run["config"]["train"].pop("compile_decode") is False
+    (out / "results.json").write_text(json.dumps(payload))
+    stub.calls.clear()
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume")) == 0
+    assert [c.reward_mode for c in stub.calls] == ["abc"]
+    stub.calls.clear()
+    (out / "results.json").write_text(json.dumps(payload))
+    argv = _argv(out, "--n-updates", "2", "--modes", "sparse", "--resume", "--set", "compile_decode=true")
+    assert bench.main(argv) == 2
+    assert "compile_decode: stored False, now True" in capsys.readouterr().err
+    assert stub.calls == []
+
+
 def test_resume_refuses_results_without_run_configs(tmp_path: Path, stub: types.ModuleType,
                                                     capsys: pytest.CaptureFixture) -> None:
     # results.json written before run configs were stored: its settings cannot be checked

@@ -1,7 +1,8 @@
 """GPU checks of the fast paths (issue 11): run when CUDA is available, skipped otherwise.
 
 - env credit on CUDA equals the CPU env's within 1e-4 (same seed, same actions);
-- the fixed-shape KV cache equals the full forward on CUDA;
+- the fixed-shape KV cache equals the full forward on CUDA, its decode step eager and compiled
+  (``compile_decode``: ``torch.compile`` with CUDA graphs);
 - the device-resident rollout equals the numpy rollout on CUDA (same episodes and rewards);
 - bf16 on CUDA: cached log-probs within tolerance of float32.
 
@@ -43,6 +44,14 @@ def test_kv_cache_equals_full_forward_on_cuda() -> None:
     from tests.test_agents import kv_cache_gap
 
     assert kv_cache_gap("cuda") < 1e-4
+
+
+def test_compiled_decode_step_with_cuda_graphs_equals_full_forward() -> None:
+    from agents.policy import _COMPILED_STEPS
+    from tests.test_agents import kv_cache_gap
+
+    assert kv_cache_gap("cuda", compile_decode=True) < 1e-4
+    assert "reduce-overhead" in _COMPILED_STEPS
 
 
 def test_device_rollout_equals_numpy_rollout_on_cuda() -> None:

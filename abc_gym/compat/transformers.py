@@ -61,6 +61,7 @@ __all__ = [
     "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
     "RowWriteCache",
     "cache_from_layers",
+    "cache_keyword",
     "cache_layers",
     "forward_with_cache",
     "capture_output",
@@ -86,6 +87,12 @@ def _cache_keyword(forward_owner: type) -> str:
         f"{forward_owner.__name__}.forward takes neither 'cache' nor 'past_key_values': it cannot be stepped "
         "with a KV cache (pass use_cache=False to the policy)"
     )
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword ``model.forward`` takes its cache by (see ``_cache_keyword``); read once per class,
+    so a compiled caller can pass it as a constant."""
+    return _cache_keyword(type(model))
 
 
 def forward_with_cache(model: nn.Module, cache: DynamicCache, **kwargs: Any) -> tuple[Any, DynamicCache]:

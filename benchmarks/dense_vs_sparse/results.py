@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.dense_vs_sparse.defaults import FIELD_FLAGS
+from benchmarks.dense_vs_sparse.defaults import FIELD_FLAGS, train_defaults
 from benchmarks.dense_vs_sparse.plan import RunSpec
 from benchmarks.dense_vs_sparse.training import config_hash, portable_ref
 
@@ -95,6 +95,20 @@ def _portable_env(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "env": env} if "env" in config else config
 
 
+def _with_later_fields(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with the TrainConfig fields added since it was written filled in with their defaults.
+
+    A field added to TrainConfig defaults to the behaviour before it (e.g. ``compile_decode``
+    off), so a stored run lacking it ran at that default; a fresh value other than the default
+    still differs and is reported."""
+    train_now, train_stored = now.get("train"), stored.get("train")
+    if not isinstance(train_now, dict) or not isinstance(train_stored, dict):
+        return stored
+    defaults = json.loads(json.dumps(train_defaults(), default=str))
+    added = {k: defaults[k] for k in train_now if k not in train_stored and k in defaults}
+    return {**stored, "train": {**train_stored, **added}} if added else stored
+
+
 def check_resume(payload: dict[str, Any], fresh_config: Callable[[RunSpec], dict[str, Any]], path: Path) -> None:
     """Raise :class:`ResumeError` unless every stored run has the run config this command would give it.
 
@@ -114,7 +128,7 @@ def check_resume(payload: dict[str, Any], fresh_config: Callable[[RunSpec], dict
     for name, spec in specs.items():
         now = fresh_config(spec)
         # results written before model paths became portable stored the checkout's absolute paths
-        before_cfg = _portable_env(stored[name]["config"])
+        before_cfg = _with_later_fields(_portable_env(stored[name]["config"]), now)
         if config_hash(now) in (stored[name]["hash"], config_hash(before_cfg)):
             continue
         before, after = _flatten(before_cfg), _flatten(now)
