@@ -46,8 +46,8 @@ from abc_gym.compat.transformers import (
     forward_with_cache,
 )
 from agents.buffers import EOS_ALLOWED_KEY
-from agents.config import SAMPLERS
 from agents.compat import apply_action_masks
+from agents.config import SAMPLERS
 
 FLOAT_EXACT_IDS = 2**24  # float32 represents every integer below this exactly
 
