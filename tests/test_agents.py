@@ -371,3 +371,20 @@ def test_sampler_reaches_the_policy_and_rollouts_and_is_checked() -> None:
     env = make_token_vec_env(ENV, num_envs=2)
     with pytest.raises(ValueError, match="unknown sampler"):
         PPO("TransformerPolicy", env, policy_kwargs={"sampler": "gumbel"})
+
+
+def test_inverse_cdf_sampler_keeps_maskable_ppo_inside_its_masks(monkeypatch) -> None:
+    import agents.policy as policy_module
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = policy_module.inverse_cdf_sample
+
+    def spy(probs: torch.Tensor) -> torch.Tensor:
+        actions = real(probs)
+        seen.append((probs, actions))
+        return actions
+
+    monkeypatch.setattr(policy_module, "inverse_cdf_sample", spy)
+    _collect(_model(algo="maskable_ppo", n=3, sampler="inverse_cdf"))
+    assert seen and all((p == 0).any() for p, _ in seen)  # the NLPO masks are active
+    assert all((p.gather(1, a.view(-1, 1)) > 0).all() for p, a in seen)  # and every draw is inside them
