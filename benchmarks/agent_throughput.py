@@ -395,6 +395,9 @@ PHASES = (
 )
 
 
+INVERSE_CDF_PHASE = ("  sampling (inverse CDF)", "agents/policy.py", "inverse_cdf_sample")  # replaces PHASES[2]
+
+
 def profile_tables(args: argparse.Namespace) -> str:
     """One rollout of ``args.profile`` envs under cProfile (phases) and torch.profiler (operators)."""
     import cProfile
@@ -405,7 +408,8 @@ def profile_tables(args: argparse.Namespace) -> str:
     policy, rm = _actor_and_rm(args.policy)
     dev, k, n = args.device, args.new_tokens, args.profile
     model = _setup(k, n, policy=policy, device=dev, reward_model=rm, threads=None if dev.startswith("cuda") else args.threads)
-    rollout, generate = rollout_timer(model), generate_timer(model, k)
+    options = dict(OPTIONS)["both"] if getattr(args, "profile_options", False) else {}
+    rollout, generate = rollout_timer(model, **options), generate_timer(model, k)
     t = _interleaved({"rollout": rollout, "generate": generate}, args.repeats)
     prof = cProfile.Profile()
     prof.enable()
@@ -413,14 +417,16 @@ def profile_tables(args: argparse.Namespace) -> str:
     prof.disable()
     stats = pstats.Stats(prof).stats
     out = [
-        f"device {dev}, actor and RM: {args.policy}, {n} envs x {k} new tokens; medians of {args.repeats}: "
+        f"device {dev}, actor and RM: {args.policy}, {n} envs x {k} new tokens, "
+        f"options {options or 'none (defaults)'}; medians of {args.repeats}: "
         f"rollout {t['rollout']:.3f} s, HF generate + RM batch {t['generate']:.3f} s "
         f"({t['generate'] / t['rollout']:.2f}x); profiled rollout {total:.3f} s (cProfile adds overhead)",
         "",
         "| phase of one rollout (indented: part of the row above) | cumulative ms | share |",
         "|---|---:|---:|",
     ]
-    for label, suffix, func in PHASES:
+    phases = [INVERSE_CDF_PHASE if options.get("sampler") == "inverse_cdf" and ph == PHASES[2] else ph for ph in PHASES]
+    for label, suffix, func in phases:
         hits = [v[3] for (file, _, name), v in stats.items() if name == func and file.endswith(suffix)]
         if not hits:  # a renamed function must not read as a phase that costs nothing
             raise RuntimeError(f"profile: no call of {func}() in a file ending {suffix}; update PHASES")
@@ -458,6 +464,8 @@ def main() -> None:
     p.add_argument("--cache-repeats", type=int, default=1, help="--device: repeats of the cache table (full forward is slow)")
     p.add_argument("--update-envs", type=int, default=16, help="--device: episodes of the update row")
     p.add_argument("--no-update", action="store_true", help="--device: skip the update table")
+    p.add_argument("--profile-options", action="store_true",
+                   help="--profile: profile with the opt-in fast options on (compile_decode, sampler=inverse_cdf)")
     p.add_argument("--update-policy", choices=["same", "shipped"], default="shipped",
                    help="--device: update row on the --policy actor (same) or the shipped one")
     p.add_argument("--threads", type=int, default=1, help="--device on CPU: torch threads")

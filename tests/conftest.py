@@ -28,6 +28,13 @@ def minilm_tokenizer():
     return AutoTokenizer.from_pretrained(gt.get_model_path())
 
 
+def has_cxx_compiler() -> bool:
+    """Whether torch.compile can build CPU kernels here (inductor needs a C++ compiler)."""
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
 def tiny_gpt2_config(tokenizer, **kw) -> GPT2Config:
     """A 2-layer GPT-2 on the shipped tokenizer (the architecture of gpt2-imdb, scaled down)."""
     return GPT2Config(

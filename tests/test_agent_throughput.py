@@ -14,12 +14,20 @@ import pytest
 pytest.importorskip("stable_baselines3")
 
 from benchmarks.agent_throughput import PHASES, profile_tables  # noqa: E402
+from tests.conftest import has_cxx_compiler  # noqa: E402
 
 
-def test_profile_finds_every_phase_and_times_it() -> None:
-    args = argparse.Namespace(device="cpu", policy="shipped", new_tokens=4, profile=2, repeats=1, threads=1)
+@pytest.mark.parametrize("options", [False, True])
+def test_profile_finds_every_phase_and_times_it(options: bool) -> None:
+    from benchmarks.agent_throughput import INVERSE_CDF_PHASE
+
+    if options and not has_cxx_compiler():
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    args = argparse.Namespace(device="cpu", policy="shipped", new_tokens=4, profile=2, repeats=1, threads=1,
+                              profile_options=options)
     table = profile_tables(args)
-    for label, _, _ in PHASES:
+    phases = [INVERSE_CDF_PHASE if options and ph == PHASES[2] else ph for ph in PHASES]
+    for label, _, _ in phases:
         row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
         seconds = float(row.split("|")[2])
         assert seconds > 0, row
@@ -28,11 +36,9 @@ def test_profile_finds_every_phase_and_times_it() -> None:
 
 
 def test_options_table_times_every_fast_option() -> None:
-    import shutil
-
     from benchmarks.agent_throughput import OPTIONS, options_table
 
-    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+    if not has_cxx_compiler():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
     args = argparse.Namespace(device="cpu", new_tokens=4, compile_sizes=[2], repeats=1)
     table = options_table(args, None, None, 1)

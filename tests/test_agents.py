@@ -15,6 +15,7 @@ from agents.algorithms import ALGORITHMS, PPO, make_token_vec_env, nlpo_mask  # 
 from agents.policy import TransformerActorCriticPolicy, as_token_ids  # noqa: E402
 from agents.token_ppo import TokenPPO, ppo_loss  # noqa: E402
 from agents.train import TrainConfig, build_model, train  # noqa: E402
+from tests.conftest import has_cxx_compiler  # noqa: E402
 
 transformers.utils.logging.disable_progress_bar()
 ENV = "abc_gym/Sentiment-v0"
@@ -76,13 +77,7 @@ def test_kv_cache_equals_full_forward() -> None:
     assert kv_cache_gap("cpu") < 1e-5
 
 
-def _has_cxx_compiler() -> bool:
-    import shutil
-
-    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-
-
-@pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_decode_step_equals_full_forward() -> None:
     from agents.policy import _COMPILED_STEPS
 
