@@ -134,11 +134,12 @@ class RowKVCache:
         self.clear()
 
     def clear(self) -> None:
-        """Forget every row's prefix (each row re-prefills on its next call). The buffers stay
-        allocated: their fixed addresses keep a compiled / CUDA-graph step valid across rollouts."""
+        """Forget every row's prefix (each row re-prefills on its next call). A compiled step keeps
+        the buffers allocated (their fixed addresses keep its graph valid across rollouts); an eager
+        one frees them (no cache memory held during the update)."""
         self.ids: torch.Tensor | None = None  # (N, L) token prefix of each row
         self.length: torch.Tensor | None = None  # (N,) cached prefix length (0: nothing cached)
-        if not hasattr(self, "cache"):
+        if not (self.compile_step and getattr(self, "cache", None) is not None):
             self.cache: RowWriteCache | None = None  # per layer (N, H, L, D) keys / values
 
     @property

@@ -383,3 +383,15 @@ def test_inverse_cdf_sampler_keeps_maskable_ppo_inside_its_masks(monkeypatch) ->
     _collect(_model(algo="maskable_ppo", n=3, sampler="inverse_cdf"))
     assert seen and all((p == 0).any() for p, _ in seen)  # the NLPO masks are active
     assert all((p.gather(1, a.view(-1, 1)) > 0).all() for p, a in seen)  # and every draw is inside them
+
+
+def test_cache_buffers_survive_a_clear_only_for_a_compiled_step() -> None:
+    from agents.policy import RowKVCache
+
+    for compiled in (False, True):
+        cache = RowKVCache(torch.nn.Identity(), 8, compile_step=compiled)
+        buffers = object()  # stands for the per-layer buffers
+        cache.cache = buffers
+        cache.clear()  # what set_training_mode(True) does before each update
+        # compiled: fixed addresses keep its graph valid; eager: nothing held during the update
+        assert (cache.cache is buffers) is compiled and cache.ids is None
