@@ -7,6 +7,8 @@ import sys
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from abc_gym.tasks.sentiment import (
     MINILM_HEAD_PATH,
@@ -267,3 +269,34 @@ def test_reward_model_last_layer_attention_reads_sentiment_words(reward_model, t
     assert fid["n"] >= 50
     assert fid["gold_mass"] > fid["uniform_mass"] + 0.05
     assert fid["spearman"] > 0.1
+
+
+# ----------------------------------------------------------------------------- gold score: one VADER pass
+
+_VADER_WORDS = [
+    "good", "GOOD", "bad", "great", "terrible", "not", "isn't", "never", "so", "this", "very", "extremely",
+    "barely", "kind", "of", "sort", "but", "BUT", "least", "without", "doubt", "the", "film", "was", "cast",
+    "plot", "no", "love", "hate", ":)", ":(", "lol", "!", "!!!", "?", "??", "okay", "fine", "wonderful.",
+    "awful,", "\U0001f600", "\u2764", "caf\u00e9", "",
+]
+
+
+def test_gold_score_equals_vader_polarity_scores_on_the_corpus() -> None:
+    from abc_gym.tasks.sentiment.gold import analyzer
+
+    for text in generate_reviews(300, seed=11):
+        assert gold_score(text) == analyzer().polarity_scores(text)["compound"], text
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_VADER_WORDS), max_size=25), st.sampled_from([" ", "  ", " \n", "\t"]))
+def test_gold_score_equals_vader_polarity_scores(words: list[str], sep: str) -> None:
+    from abc_gym.tasks.sentiment.gold import analyzer
+
+    text = sep.join(words)
+    # exactly VADER's compound (emoji, caps, negation, "but", "kind of", punctuation included),
+    # computed first and then again from the cached per-word pass gold_char_credit also reads
+    expected = analyzer().polarity_scores(text)["compound"]
+    assert gold_score(text) == expected
+    word_sentiments(text)
+    assert gold_score(text) == expected

@@ -44,8 +44,17 @@ def analyzer() -> SentimentIntensityAnalyzer:
 
 
 def gold_score(text: str) -> float:
-    """VADER compound score of ``text`` in [-1, 1]."""
-    return float(analyzer().polarity_scores(text)["compound"])
+    """VADER compound score of ``text`` in [-1, 1] (``polarity_scores(text)["compound"]``, exactly).
+
+    Text without emoji: from the per-word sentiments that :func:`gold_char_credit` needs too
+    (one VADER pass, cached per text, serves both; the env computes both for every episode).
+    Text with emoji: VADER's own ``polarity_scores``, which first replaces each emoji by its
+    description (:func:`word_sentiments` does not).
+    """
+    sia = analyzer()
+    if any(ch in sia.emojis for ch in text):  # polarity_scores' own per-character emoji test
+        return float(sia.polarity_scores(text)["compound"])
+    return float(sentiment_sum_to_compound(sum(_sentiments(text)), text))
 
 
 def vader_label(text: str) -> int:
@@ -66,6 +75,12 @@ def word_sentiments(text: str) -> list[float]:
     are not translated here (the embedded corpus has none), so the list lines up with
     ``text.split()``.
     """
+    return list(_sentiments(text))
+
+
+@lru_cache(maxsize=4096)
+def _sentiments(text: str) -> tuple[float, ...]:
+    """:func:`word_sentiments`, cached: an episode's gold score and gold credit read the same text."""
     sia = analyzer()
     sentitext = SentiText(text.strip())
     words = sentitext.words_and_emoticons
@@ -79,7 +94,7 @@ def word_sentiments(text: str) -> list[float]:
             continue
         sentiments = sia.sentiment_valence(0, sentitext, item, i, sentiments)
     sentiments = but_check(sia, words, sentiments)
-    return [float(s) for s in sentiments]
+    return tuple(float(s) for s in sentiments)
 
 
 def sentiment_sum_to_compound(total: float, text: str) -> float:
