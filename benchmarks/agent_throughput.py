@@ -430,7 +430,8 @@ def profile_tables(args: argparse.Namespace) -> str:
         hits = [v[3] for (file, _, name), v in stats.items() if name == func and file.endswith(suffix)]
         if not hits:  # a renamed function must not read as a phase that costs nothing
             raise RuntimeError(f"profile: no call of {func}() in a file ending {suffix}; update PHASES")
-        out.append(f"| {label} | {sum(hits) * 1e3:.1f} | {sum(hits) / total:.0%} |")
+        ms = sum(hits) * 1e3
+        out.append(f"| {label} | {ms:.1f} | {sum(hits) / total:.0%} |" if ms >= 1 else f"| {label} | {ms:.3f} | <1% |")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.startswith("cuda") else [])
     with profile(activities=activities) as torch_prof:
         rollout()
