@@ -395,7 +395,12 @@ PHASES = (
 )
 
 
-INVERSE_CDF_PHASE = ("  sampling (inverse CDF)", "agents/policy.py", "inverse_cdf_sample")  # replaces PHASES[2]
+def profile_phases(sampler: str = "multinomial") -> list[tuple[str, str, str]]:
+    """:data:`PHASES`, with the sampling row of ``sampler`` (the inverse-CDF sampler is its own function)."""
+    phases = list(PHASES)
+    if sampler == "inverse_cdf":
+        phases[2] = ("  sampling (inverse CDF)", "agents/policy.py", "inverse_cdf_sample")
+    return phases
 
 
 def profile_tables(args: argparse.Namespace) -> str:
@@ -425,8 +430,7 @@ def profile_tables(args: argparse.Namespace) -> str:
         "| phase of one rollout (indented: part of the row above) | cumulative ms | share |",
         "|---|---:|---:|",
     ]
-    phases = [INVERSE_CDF_PHASE if options.get("sampler") == "inverse_cdf" and ph == PHASES[2] else ph for ph in PHASES]
-    for label, suffix, func in phases:
+    for label, suffix, func in profile_phases(options.get("sampler", "multinomial")):
         hits = [v[3] for (file, _, name), v in stats.items() if name == func and file.endswith(suffix)]
         if not hits:  # a renamed function must not read as a phase that costs nothing
             raise RuntimeError(f"profile: no call of {func}() in a file ending {suffix}; update PHASES")

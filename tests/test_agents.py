@@ -356,6 +356,15 @@ def test_inverse_cdf_rounding_to_the_total_never_draws_a_masked_last_token(monke
     assert inverse_cdf_sample(torch.tensor([[0.3, 0.7, 0.0], [0.2, 0.0, 0.8]])).tolist() == [1, 2]
 
 
+@pytest.mark.parametrize("row", [[float("nan"), 0.5, 0.5], [0.0, 0.0, 0.0], [float("inf"), 0.0, 1.0], [-0.1, 0.6, 0.5]])
+def test_inverse_cdf_sampler_refuses_a_bad_probability_row(row: list[float]) -> None:
+    from agents.policy import inverse_cdf_sample
+
+    # torch.multinomial raises here too; a silent draw would hand PPO an action from nothing
+    with pytest.raises(RuntimeError, match="probability row"):
+        inverse_cdf_sample(torch.tensor([[0.2, 0.3, 0.5], row]))
+
+
 def test_sampler_reaches_the_policy_and_rollouts_and_is_checked() -> None:
     model = _model(n=4, sampler="inverse_cdf")
     assert model.policy.sampler == "inverse_cdf"

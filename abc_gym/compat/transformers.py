@@ -97,7 +97,7 @@ def cache_keyword(model: nn.Module) -> str:
 
 def forward_with_cache(model: nn.Module, cache: DynamicCache, **kwargs: Any) -> tuple[Any, DynamicCache]:
     """Run ``model(**kwargs, use_cache=True)`` with ``cache``; returns ``(output, updated cache)``."""
-    out = model(**kwargs, **{_cache_keyword(type(model)): cache}, use_cache=True)
+    out = model(**kwargs, **{cache_keyword(model): cache}, use_cache=True)
     new_cache = getattr(out, "cache", None)
     if new_cache is None:
         new_cache = out.past_key_values
