@@ -277,9 +277,24 @@ class CreditAssignmentMixin:
         term = [infos[r]["terminal_observation"] for r in rows]
         ids = th.as_tensor(np.stack([t["input_ids"] for t in term]), device=self.device).long()  # type: ignore[attr-defined]
         mask = th.as_tensor(np.stack([t["attention_mask"] for t in term]), device=self.device).long()  # type: ignore[attr-defined]
-        gen_len = th.as_tensor([len(infos[r]["token_rewards"]) for r in rows], device=ids.device)
+        gen_len = th.as_tensor([int(infos[r]["num_tokens"]) for r in rows], device=ids.device)
         prompt_len = mask.sum(-1) - gen_len
-        ref_lp = sequence_log_probs(self.ref_model, ids, mask, prompt_len, gen_len).cpu().numpy()
+        # The reference sees the constraints the policy sampled under (kl.sequence_log_probs): the
+        # stored per-step EOS flags and, for MaskablePPO, the stored action masks.
+        t_max = int(gen_len.max())
+        slots = [np.asarray(buffer.pending[r], dtype=np.int64) for r in rows]
+        eos_allowed = th.ones((len(rows), t_max), dtype=th.bool)
+        for j, (r, s) in enumerate(zip(rows, slots)):
+            eos_allowed[j, : len(s)] = th.as_tensor(buffer.observations[EOS_ALLOWED_KEY][s, r])
+        action_masks = None
+        if getattr(buffer, "action_masks", None) is not None:  # all ones where no mask was given
+            action_masks = th.ones((len(rows), t_max, buffer.action_masks.shape[-1]), dtype=th.bool)
+            for j, (r, s) in enumerate(zip(rows, slots)):
+                action_masks[j, : len(s)] = th.as_tensor(buffer.action_masks[s, r] > 0.5)
+        eos_id = getattr(self.policy, "eos_token_id", None)  # type: ignore[attr-defined]
+        ref_lp = sequence_log_probs(
+            self.ref_model, ids, mask, prompt_len, gen_len, eos_token_id=eos_id, eos_allowed=eos_allowed, action_masks=action_masks
+        ).cpu().numpy()
         for j, r in enumerate(rows):
             buffer.finish_episode(r, infos[r], ref_lp[j, : int(gen_len[j])], self.kl_ctl.value)
 

@@ -55,13 +55,31 @@ def make_kl_controller(kl_coef: float, adaptive: bool, target: float, horizon: f
 
 @torch.no_grad()
 def sequence_log_probs(
-    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor, gen_len: torch.Tensor
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_len: torch.Tensor,
+    gen_len: torch.Tensor,
+    eos_token_id: int | None = None,
+    eos_allowed: torch.Tensor | None = None,
+    action_masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-probs of each generated token under ``model``, one teacher-forced forward.
+
+    The reference is constrained exactly as the policy was when it sampled, so the KL
+    measures how far the learner moved, not the task's constraint: EOS gets probability 0
+    at the steps where ``eos_allowed`` is False (the fixed-length rule of
+    ``TransformerActorCriticPolicy.mask_eos``), and tokens outside ``action_masks`` get
+    probability 0 (MaskablePPO's NLPO masks, as sb3-contrib's ``MaskableCategorical``
+    masks them); the rest renormalise. With policy == reference the per-token KL is then 0.
 
     Args:
         input_ids, attention_mask: ``(E, L)`` long, right padded ``[prompt | completion | pad]``.
         prompt_len, gen_len: ``(E,)`` long.
+        eos_token_id: the EOS id that ``eos_allowed`` refers to (None: no EOS rule).
+        eos_allowed: optional ``(E, Tmax')`` bool, Tmax' >= ``gen_len.max()``: whether EOS could be
+            sampled at step t (entries past an episode's end are ignored).
+        action_masks: optional ``(E, Tmax', V)`` bool: the tokens that could be sampled at step t.
     Returns:
         ``(E, Tmax)`` float32; entries past ``gen_len`` are 0.
     """
@@ -71,6 +89,14 @@ def sequence_log_probs(
     steps = torch.arange(t_max, device=input_ids.device)
     pos = (prompt_len.unsqueeze(1) + steps.unsqueeze(0) - 1).clamp(max=width - 2)
     actions = input_ids.gather(1, pos + 1)
-    logp = torch.log_softmax(logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1])), -1)
+    step_logits = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (E, Tmax, V)
+    if eos_token_id is not None and eos_allowed is not None:
+        blocked = ~eos_allowed[:, :t_max].to(step_logits.device).bool()
+        lowest = torch.finfo(step_logits.dtype).min  # the policy's own masking value (mask_eos)
+        step_logits[..., int(eos_token_id)] = step_logits[..., int(eos_token_id)].masked_fill(blocked, lowest)
+    if action_masks is not None:
+        allowed = action_masks[:, :t_max].to(step_logits.device).bool()
+        step_logits = torch.where(allowed, step_logits, torch.tensor(-1e8, dtype=step_logits.dtype, device=step_logits.device))
+    logp = torch.log_softmax(step_logits, -1)
     out = logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     return out * (steps.unsqueeze(0) < gen_len.unsqueeze(1))
