@@ -133,15 +133,21 @@ class CreditAssignmentMixin:
         :param total_timesteps: env timesteps (SB3's horizon); ignored when ``n_updates`` is given.
         :param n_updates: number of rollouts + updates; the schedules reach their final value at the last.
         """
+        if n_updates is not None and n_updates < 1:
+            raise ValueError(f"n_updates must be >= 1, got {n_updates}")
+        # n_updates is this call's horizon only: a later learn(total_timesteps=...) is SB3's again
+        # (model.max_updates, set by the caller, stays until they change it).
+        kept = self.max_updates
         if n_updates is not None:
-            if n_updates < 1:
-                raise ValueError(f"n_updates must be >= 1, got {n_updates}")
             self.max_updates = int(n_updates)
-        if self.max_updates is not None:
-            total_timesteps = self.max_updates * self.max_rollout_timesteps()
-        if total_timesteps is None:
-            raise TypeError("learn() needs total_timesteps or n_updates")
-        return super().learn(total_timesteps, *args, **kwargs)  # type: ignore[misc]
+        try:
+            if self.max_updates is not None:
+                total_timesteps = self.max_updates * self.max_rollout_timesteps()
+            if total_timesteps is None:
+                raise TypeError("learn() needs total_timesteps or n_updates")
+            return super().learn(total_timesteps, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            self.max_updates = kept
 
     def max_rollout_timesteps(self) -> int:
         """Upper bound of the env timesteps of one rollout: ``n_steps`` plus the longest episode, per env
@@ -196,9 +202,13 @@ class CreditAssignmentMixin:
         return None if eos is None else (int(eos), int(min_new))
 
     def collect_rollouts(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int, *_: Any, **__: Any
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int, use_masking: bool = True
     ) -> bool:
-        """Fill the buffer with complete, credited episodes (see module doc)."""
+        """Fill the buffer with complete, credited episodes (see module doc).
+
+        ``use_masking``: sb3-contrib's MaskablePPO passes ``learn(use_masking=...)`` here; False
+        samples without action masks (the buffer's masks stay all ones). Other learners have none.
+        """
         if self._update_horizon is not None and self._n_completed_updates >= self._update_horizon[1]:
             return False
         t_start, steps_before = time.time(), self.num_timesteps  # type: ignore[attr-defined]
@@ -230,7 +240,7 @@ class CreditAssignmentMixin:
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[attr-defined]
                 obs_tensor[EOS_ALLOWED_KEY] = th.as_tensor(eos_allowed, device=self.device)  # type: ignore[attr-defined]
-                masks = self._rollout_action_masks(env, obs_tensor)
+                masks = self._rollout_action_masks(env, obs_tensor) if use_masking else None
                 if masks is None:
                     actions, values, log_probs = policy(obs_tensor)
                 else:

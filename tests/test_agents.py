@@ -404,3 +404,26 @@ def test_cache_buffers_survive_a_clear_only_for_a_compiled_step() -> None:
         cache.clear()  # what set_training_mode(True) does before each update
         # compiled: fixed addresses keep its graph valid; eager: nothing held during the update
         assert (cache.cache is buffers) is compiled and cache.ids is None
+
+
+# ----------------------------------------------------------------------------- learn() horizon and masking flags
+
+
+def test_n_updates_is_one_call_horizon_not_sticky() -> None:
+    """learn(n_updates=1) then learn(total_timesteps=...) runs SB3's timestep horizon, not 1 update again."""
+    model = _model(algo="ppo", n=2)
+    model.learn(n_updates=1)
+    assert len(model.update_metrics) == 1 and model.max_updates is None
+    per_update = model.update_metrics[0]["timesteps"]
+    model.learn(total_timesteps=3 * per_update)  # SB3 resets the counter: >= 3 rollouts before it is reached
+    assert len(model.update_metrics) >= 1 + 2, [m["update"] for m in model.update_metrics]
+
+
+def test_maskable_ppo_learn_use_masking_false_samples_unmasked() -> None:
+    """sb3-contrib's learn(use_masking=False) reaches the rollout: no NLPO masks are stored or applied."""
+    masked = _model(algo="maskable_ppo", n=2, top_k=1)
+    masked.learn(n_updates=1)
+    assert not np.asarray(masked.rollout_buffer.action_masks).all()  # top-1: nearly every token masked
+    free = _model(algo="maskable_ppo", n=2, top_k=1)
+    free.learn(n_updates=1, use_masking=False)
+    assert np.asarray(free.rollout_buffer.action_masks).all()
