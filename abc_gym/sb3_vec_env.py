@@ -83,13 +83,28 @@ class TokenGenerationSB3VecEnv(VecEnv):
         actions, self._actions = self._actions, None
         if actions is None:
             raise RuntimeError("step_wait() without step_async(actions): call step(actions)")
+        rewards, dones, infos = self.step_tokens(actions)
+        return self.episodes.observation(), rewards, dones, infos
+
+    def step_tokens(self, actions: Any) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """One step of every row without building the numpy observation: what ``step_wait`` does,
+        for a caller that reads the engine's own tensors (``self.episodes.input_ids`` /
+        ``attention_mask``, on its device) instead, e.g. a device-resident rollout.
+
+        Args:
+            actions: ``(num_envs,)`` token ids, a numpy array or a tensor on any device (not copied
+                to the host).
+        Returns:
+            rewards ``(num_envs,)`` float32, dones ``(num_envs,)`` bool and SB3 infos (the final rows'
+            with ``terminal_observation``).
+        """
         result = self.episodes.step_autoreset(actions, self._rngs)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         for j, row in enumerate(result.finished):
             infos[row] = result.final_infos[row]
             infos[row]["terminal_observation"] = {k: v[j] for k, v in result.final_obs.items()}
             infos[row]["TimeLimit.truncated"] = False
-        return self.episodes.observation(), result.rewards.astype(np.float32), result.terminated, infos
+        return result.rewards.astype(np.float32), result.terminated, infos
 
     def close(self) -> None:
         pass

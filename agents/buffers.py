@@ -90,28 +90,35 @@ class CreditBufferMixin:
         """
         if len(rows) == 0:
             return
+        slots = self.book_rows(rows, episode_starts, eos_allowed)
+        for key in self.observations:
+            if key != EOS_ALLOWED_KEY:
+                self.observations[key][slots, rows] = np.asarray(obs[key])[rows]
+        self.actions[slots, rows] = np.asarray(actions).reshape(self.n_envs, -1)[rows]
+        self.values[slots, rows] = values.detach().cpu().numpy().reshape(-1)[rows]
+        self.log_probs[slots, rows] = log_probs.detach().cpu().numpy().reshape(-1)[rows]
+        if action_masks is not None:
+            self.action_masks[slots, rows] = np.asarray(action_masks).reshape(self.n_envs, -1)[rows]  # type: ignore[attr-defined]
+
+    def book_rows(self, rows: np.ndarray, episode_starts: np.ndarray, eos_allowed: np.ndarray | None) -> np.ndarray:
+        """The bookkeeping of one step of the envs ``rows``: their slots (returned, ``(len(rows),)``),
+        episode starts, EOS flags and pending episodes. A source that writes observations, actions,
+        values and log-probs itself (:class:`agents.rollout_sources.EngineSteps`) calls only this."""
         slots = self.row_pos[rows]
         if bool((slots >= self.buffer_size).any()):
             raise RuntimeError(
                 f"rollout buffer full ({self.buffer_size} steps per env): an episode is longer than the "
                 "observation allows; raise the buffer size"
             )
-        for key in self.observations:
-            if key != EOS_ALLOWED_KEY:
-                self.observations[key][slots, rows] = np.asarray(obs[key])[rows]
         allowed = np.ones(self.n_envs, dtype=bool) if eos_allowed is None else np.asarray(eos_allowed, dtype=bool)
         self.observations[EOS_ALLOWED_KEY][slots, rows] = allowed.reshape(self.n_envs)[rows]
-        self.actions[slots, rows] = np.asarray(actions).reshape(self.n_envs, -1)[rows]
         self.episode_starts[slots, rows] = np.asarray(episode_starts, dtype=np.float32)[rows]
-        self.values[slots, rows] = values.detach().cpu().numpy().reshape(-1)[rows]
-        self.log_probs[slots, rows] = log_probs.detach().cpu().numpy().reshape(-1)[rows]
-        if action_masks is not None:
-            self.action_masks[slots, rows] = np.asarray(action_masks).reshape(self.n_envs, -1)[rows]  # type: ignore[attr-defined]
         for row, slot in zip(rows.tolist(), slots.tolist()):
             if episode_starts[row]:
                 self.pending[row] = []
             self.pending[row].append(slot)
         self.row_pos[rows] += 1
+        return slots
 
     def finish_episode(
         self,

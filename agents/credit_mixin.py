@@ -35,7 +35,6 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents import compat
@@ -45,6 +44,7 @@ from agents.env_util import check_token_env, env_policy_path, make_token_vec_env
 from agents.kl import make_kl_controller, sequence_log_probs
 from agents.metrics import rollout_stats, update_metrics
 from agents.policy import TransformerActorCriticPolicy
+from agents.rollout_sources import VecEnvSteps
 
 TOKEN_POLICY_ALIASES: dict[str, type[BasePolicy]] = {"TransformerPolicy": TransformerActorCriticPolicy}
 
@@ -201,10 +201,17 @@ class CreditAssignmentMixin:
             return None
         return None if eos is None else (int(eos), int(min_new))
 
+    def _step_source(self, env: VecEnv, use_masking: bool) -> Any:
+        """Where this rollout's steps come from (:mod:`agents.rollout_sources`): the SB3 VecEnv front
+        end here; TokenPPO returns the engine's device tensors where that is exact."""
+        return VecEnvSteps(self, env, use_masking)
+
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: Any, n_rollout_steps: int, use_masking: bool = True
     ) -> bool:
-        """Fill the buffer with complete, credited episodes (see module doc).
+        """Fill the buffer with complete, credited episodes (see module doc). The one rollout loop:
+        the source of steps (:meth:`_step_source`) decides how observations are read, actions applied
+        and steps stored; the bookkeeping, the write-back and the statistics are here, once.
 
         ``use_masking``: sb3-contrib's MaskablePPO passes ``learn(use_masking=...)`` here; False
         samples without action masks (the buffer's masks stay all ones). Other learners have none.
@@ -215,11 +222,12 @@ class CreditAssignmentMixin:
         policy = self.policy  # type: ignore[attr-defined]
         policy.set_training_mode(False)
         rollout_buffer.reset()
+        source = self._step_source(env, use_masking)
         n_envs = env.num_envs
         if self._in_episode is None:
             self._in_episode = ~np.asarray(self._last_episode_starts, dtype=bool)  # type: ignore[attr-defined]
         if self._in_episode.any():  # drop the unstored tails of the last rollout: every episode starts here
-            self._last_obs = env.reset()  # type: ignore[attr-defined]
+            source.reset()
             self._last_episode_starts = np.ones(n_envs, dtype=bool)  # type: ignore[attr-defined]
             self._in_episode = np.zeros(n_envs, dtype=bool)
         storing = np.ones(n_envs, dtype=bool)
@@ -238,36 +246,29 @@ class CreditAssignmentMixin:
                     break
             eos_allowed = np.ones(n_envs, dtype=bool) if eos_rule is None else generated + 1 >= eos_rule[1]
             with th.no_grad():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[attr-defined]
-                obs_tensor[EOS_ALLOWED_KEY] = th.as_tensor(eos_allowed, device=self.device)  # type: ignore[attr-defined]
-                masks = self._rollout_action_masks(env, obs_tensor) if use_masking else None
+                obs = source.observation(eos_rule, eos_allowed)
+                masks = source.action_masks(obs)
                 if masks is None:
-                    actions, values, log_probs = policy(obs_tensor)
+                    actions, values, log_probs = policy(obs)
                 else:
-                    actions, values, log_probs = policy(obs_tensor, action_masks=masks)
-            actions = actions.cpu().numpy()
-            new_obs, _, dones, infos = env.step(actions)  # env rewards are 0 / R: the credit comes from infos
+                    actions, values, log_probs = policy(obs, action_masks=masks)
+            rows = np.flatnonzero(storing)
+            source.store(rollout_buffer, rows, actions, self._last_episode_starts, values, log_probs, masks, eos_allowed)  # type: ignore[attr-defined]
+            dones, infos = source.step(actions)  # env rewards are 0 / R: the credit comes from infos
             self.num_timesteps += n_envs  # type: ignore[attr-defined]
             callback.update_locals(locals())
             if not callback.on_step():
                 return False
             self._update_info_buffer(infos, dones)  # type: ignore[attr-defined]
-            rows = np.flatnonzero(storing)
-            rollout_buffer.add_rows(
-                rows, self._last_obs, actions, self._last_episode_starts, values, log_probs, masks,  # type: ignore[attr-defined]
-                eos_allowed=eos_allowed,
-            )
-            generated = np.where(np.asarray(dones, dtype=bool), 0, generated + 1)
-            if policy.last_rollout_entropy is not None:
-                rollout_buffer.step_entropy.extend(policy.last_rollout_entropy[th.as_tensor(rows)].tolist())
+            generated = np.where(dones, 0, generated + 1)
             finished = [int(r) for r in rows if dones[r]]
             if finished:
-                self._finish_episodes(rollout_buffer, finished, infos)
-            self._in_episode = ~np.asarray(dones, dtype=bool)
-            self._last_obs = new_obs  # type: ignore[attr-defined]
+                source.finish_episodes(rollout_buffer, finished, infos)
+            self._in_episode = ~dones
             self._last_episode_starts = dones  # type: ignore[attr-defined]
             n_steps += 1
 
+        source.close(rollout_buffer)
         # timesteps over all ranks (every rank then agrees on SB3's stopping rule); one process: unchanged
         self.num_timesteps = steps_before + int(self.dp.sum([self.num_timesteps - steps_before])[0])  # type: ignore[attr-defined]
         rollout_buffer.compute_returns_and_advantage()

@@ -73,7 +73,7 @@ class TokenPPO(PPO):
     :param minibatch_episodes: episodes per minibatch (default ``TrainConfig.minibatch_episodes``);
         ``None`` picks about ``batch_size`` transitions' worth (``round(batch_size / mean episode
         length)``, at least 1).
-    :param device_rollout: rollouts on the env engine's device tensors (:mod:`agents.device_rollout`;
+    :param device_rollout: rollouts on the env engine's device tensors (:class:`agents.rollout_sources.EngineSteps`;
         default ``TrainConfig.device_rollout``); used where it equals the numpy path (an unwrapped
         abc_gym SB3 VecEnv), the numpy path otherwise.
     """
@@ -93,13 +93,13 @@ class TokenPPO(PPO):
         if self.n_epochs < 1:  # the update would run no minibatch and have nothing to log
             raise ValueError(f"n_epochs must be >= 1, got {self.n_epochs}")
 
-    def collect_rollouts(self, env: Any, callback: Any, rollout_buffer: Any, n_rollout_steps: int, *args: Any, **kwargs: Any) -> bool:
-        """The device-resident rollout (:mod:`agents.device_rollout`) where it is exact and enabled, else the numpy one."""
-        from agents.device_rollout import collect_rollouts_device, device_rollout_supported
+    def _step_source(self, env: Any, use_masking: bool) -> Any:
+        """The engine's device tensors (:class:`agents.rollout_sources.EngineSteps`) where exact and enabled, else the VecEnv."""
+        from agents.rollout_sources import EngineSteps, device_rollout_supported
 
         if getattr(self, "device_rollout", False) and device_rollout_supported(self, env):
-            return collect_rollouts_device(self, env, callback, rollout_buffer, n_rollout_steps)
-        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps, *args, **kwargs)
+            return EngineSteps(self, env)
+        return super()._step_source(env, use_masking)
 
     def episode_tensors(self) -> dict[str, th.Tensor]:
         """The buffer's episodes as tensors: sequences ``(E, L)``, lengths ``(E,)``, and the stored

@@ -115,8 +115,8 @@ def test_device_rollout_equals_numpy_rollout(env_kwargs) -> None:
 def test_device_rollout_is_used_only_where_exact() -> None:
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from agents.device_rollout import device_rollout_supported
     from agents.env_util import make_token_vec_env
+    from agents.rollout_sources import device_rollout_supported
     from agents.token_ppo import TokenPPO
 
     env = make_token_vec_env(ENV, num_envs=2, seed=0)
