@@ -17,7 +17,11 @@ This module imports nothing heavy (no torch, no SB3), so ``import agents`` stays
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -80,6 +84,16 @@ class TrainConfig:
     threads: int = _f(1, "torch CPU threads; 1 is fastest for the small model on a small CPU")
     log_dir: str | None = _f("runs", "parent of the run directory (None: no files, no TensorBoard, no model)")
     save_path: str | None = _f(None, "model file (default: <run directory>/model.zip)")
+    checkpoint_every: int = _f(
+        10, "save a checkpoint (model.zip with optimiser, KL controller, RNG states and update counter; model_hf/) "
+        "every N updates, atomically; also at the end and on SIGINT/SIGTERM; 0: only then"
+    )
+    env_kwargs: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "further env keyword (any abc_gym EnvConfig field other than those with their own flag), "
+                  "KEY=VALUE with a JSON value, e.g. --env-kwarg min_new_tokens=48; repeatable",
+                  "flag": "--env-kwarg"},
+    )
     run_name: str | None = _f(None, "run directory name (default: <algo>_<mode>_seed<seed>_<time>)")
     progress: bool = _f(True, "progress bar")
     quiet: bool = _f(False, "no summary line")
@@ -88,6 +102,7 @@ class TrainConfig:
         """Raise ``ValueError`` naming the flag, the value and the allowed range for the first bad value."""
         from abc_gym.credit import check_beta, check_reward_mode
 
+        _check_types(self)
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algorithm {self.algo!r}: use one of {', '.join(ALGOS)}")
         check_reward_mode(self.reward_mode)
@@ -125,6 +140,9 @@ class TrainConfig:
         _check_range(self, "trpo_target_kl", 0.0, lo_open=True)
         _check_range(self, "trpo_cg_max_steps", 1)
         _check_range(self, "threads", 1)
+        _check_range(self, "checkpoint_every", 0)
+        check_run_name(self.run_name)
+        check_env(self.env_id, self.env_kwargs)
         if self.model is not None and _looks_like_path(self.model) and not os.path.exists(self.model):
             raise ValueError(f"--model {self.model}: the path does not exist (give a model directory or a hub id)")
         check_device(self.device)
@@ -133,6 +151,86 @@ class TrainConfig:
                 check_device(self.reward_device)
             except ValueError as err:
                 raise ValueError(str(err).replace("--device", "--reward-device")) from None
+
+
+#: Env keywords with a flag of their own (TrainConfig fields), refused in ``--env-kwarg``.
+OWN_FLAG_ENV_KWARGS = {"reward_mode": "--reward-mode", "beta": "--beta", "device": "--device", "reward_device": "--reward-device"}
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Every field of the type its annotation says (``--set lr=abc`` in the benchmark reaches here as a
+    string), and every float finite: ``inf`` / NaN pass the range checks and crash mid-run as NaN logits."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        tp = hints[f.name]
+        union = isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union
+        allowed = typing.get_args(tp) if union else (tp,)
+        if value is None and type(None) in allowed:
+            continue
+        base = next(t for t in allowed if t is not type(None))
+        base = typing.get_origin(base) or base
+        if base is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and not math.isfinite(value):
+                raise ValueError(f"{flag_of(f.name)} {value}: must be a finite number")
+        elif base is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, base)
+        if not ok:
+            raise ValueError(f"{flag_of(f.name)} {value!r}: must be {_kind(base)}, got {type(value).__name__}")
+
+
+def _kind(tp: type) -> str:
+    return {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "KEY=VALUE pairs"}.get(
+        tp, tp.__name__
+    )
+
+
+def check_run_name(name: str | None) -> None:
+    """``--run-name``: one plain directory name, so the run stays inside ``--log-dir``."""
+    if name is None:
+        return
+    if not name or name in (".", "..") or "/" in name or os.sep in name or (os.altsep and os.altsep in name):
+        raise ValueError(
+            f"--run-name {name!r}: must be a plain directory name inside --log-dir (no '/', '.' or '..'); "
+            "choose the parent folder with --log-dir"
+        )
+
+
+def check_env(env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """``--env`` registered and ``--env-kwarg`` accepted by abc_gym's ``EnvConfig`` (checked without loading a model)."""
+    import gymnasium as gym
+
+    import abc_gym  # noqa: F401  registers the ids
+    from abc_gym.config import EnvConfig
+
+    if env_id not in gym.registry:
+        known = ", ".join(k for k in gym.registry if k.startswith("abc_gym/"))
+        raise ValueError(f"--env {env_id}: no such registered env; use one of {known}")
+    own = sorted(k for k in env_kwargs if k in OWN_FLAG_ENV_KWARGS)
+    if own:
+        raise ValueError(f"--env-kwarg {own[0]}=...: use {OWN_FLAG_ENV_KWARGS[own[0]]} (a flag of its own)")
+    if not env_kwargs:
+        return
+    given = " ".join(f"{k}={json.dumps(v)}" for k, v in env_kwargs.items())
+    kwargs = {**gym.spec(env_id).kwargs, **env_kwargs, "device": "cpu"}  # the device has its own check
+    try:
+        EnvConfig.from_kwargs(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--env-kwarg {given}: {err}") from err
+
+
+def parse_env_kwarg(text: str) -> tuple[str, Any]:
+    """``"min_new_tokens=48"`` -> ``("min_new_tokens", 48)``: a JSON value, else the text itself."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--env-kwarg takes KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 DEFAULTS = TrainConfig()

@@ -83,7 +83,7 @@ def test_keyboard_interrupt_saves_model_and_metrics(tmp_path, capsys: pytest.Cap
     run = tmp_path / "r"
     assert (run / "model.zip").is_file() and _updates(run) == [1, 2]
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"interrupted after 2 updates: model saved to {run / 'model.zip'}, metrics in {run / 'metrics.jsonl'}"]
+    assert err == [f"interrupted by SIGINT after 2 updates: model saved to {run / 'model.zip'}, metrics in {run / 'metrics.jsonl'}"]
     assert TokenPPO.load(run / "model.zip", device="cpu").update_metrics[-1]["update"] == 2
 
 
