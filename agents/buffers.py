@@ -199,6 +199,36 @@ class CreditBufferMixin:
         """Flat index (after :meth:`prepare_flat`) of buffer rows ``slots`` of env ``env_idx``."""
         return env_idx * self.buffer_size + np.asarray(slots)
 
+    def episode_tensors(self, device: Any) -> dict[str, torch.Tensor]:
+        """The stored episodes as tensors on ``device``, for sequence-level updates: sequences
+        ``input_ids`` / ``attention_mask`` ``(E, L)``, ``prompt_len`` / ``gen_len`` ``(E,)``, and the
+        per-step rollout data ``(E, Tmax)``: ``old_values``, ``old_log_prob``, ``advantages``,
+        ``returns``, ``eos_allowed`` and ``valid`` (step t < gen_len)."""
+        self.prepare_flat()
+        eps = self.episodes
+        t_max = max(e.gen_len for e in eps)
+        index = np.zeros((len(eps), t_max), dtype=np.int64)
+        valid = np.zeros((len(eps), t_max), dtype=bool)
+        for i, e in enumerate(eps):
+            index[i, : e.gen_len] = self.flat_index(e.slots, e.env_idx)
+            valid[i, : e.gen_len] = True
+
+        def take(arr: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(arr.reshape(-1)[index], device=device)
+
+        return {
+            "input_ids": torch.as_tensor(np.stack([e.input_ids for e in eps]), device=device).long(),
+            "attention_mask": torch.as_tensor(np.stack([e.attention_mask for e in eps]), device=device).long(),
+            "prompt_len": torch.as_tensor([e.prompt_len for e in eps], device=device),
+            "gen_len": torch.as_tensor([e.gen_len for e in eps], device=device),
+            "old_values": take(self.values),
+            "old_log_prob": take(self.log_probs),
+            "advantages": take(self.advantages),
+            "returns": take(self.returns),
+            "valid": torch.as_tensor(valid, device=device),
+            "eos_allowed": take(self.observations[EOS_ALLOWED_KEY]),
+        }
+
     def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
         """Shuffled minibatches of valid transitions (SB3's ``get``, restricted to ``valid``)."""
         self.prepare_flat()

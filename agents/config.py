@@ -25,7 +25,9 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "token_ppo")
+from agents.registry import REGISTRY
+
+ALGOS = tuple(REGISTRY)  # the learners (agents.registry: one entry adds one)
 SAMPLERS = ("multinomial", "inverse_cdf")  # how a rollout draws its actions (agents.policy)
 MAX_SEED = 2**32 - 1  # numpy's seed range
 
@@ -103,8 +105,8 @@ class TrainConfig:
         from abc_gym.credit import check_beta, check_reward_mode
 
         _check_types(self)
-        if self.algo not in ALGOS:
-            raise ValueError(f"unknown algorithm {self.algo!r}: use one of {', '.join(ALGOS)}")
+        if self.algo not in REGISTRY:  # read now: agents.registry.register_algorithm may have added one
+            raise ValueError(f"unknown algorithm {self.algo!r}: use one of {', '.join(REGISTRY)}")
         check_reward_mode(self.reward_mode)
         check_beta(self.beta)
         if self.sampler not in SAMPLERS:

@@ -48,7 +48,6 @@ import torch.distributed as dist
 __all__ = ["LOCAL", "DataParallel", "check_data_parallel", "data_parallel", "launched_by_torchrun", "rank_device"]
 
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")  # set by torchrun in every rank
-SUPPORTED_ALGOS = ("token_ppo", "ppo", "a2c", "maskable_ppo")
 TIMEOUT_ENV = "ABC_DIST_TIMEOUT_S"  # collective timeout in seconds (default 1800, torch's)
 _GROUP_COUNT = itertools.count()  # groups this process has joined (each rank joins as many, in the same order)
 BUCKET_ELEMENTS = 1 << 24  # gradients are all-reduced in flat buckets of about this many elements (64 MB fp32)
@@ -273,10 +272,13 @@ def check_data_parallel(cfg: Any, world_size: int) -> None:
     """Refuse a config that cannot be split over ``world_size`` ranks, naming the fix (``ValueError``)."""
     if world_size <= 1:
         return
-    if cfg.algo not in SUPPORTED_ALGOS:
+    from agents.registry import REGISTRY
+
+    if not REGISTRY[cfg.algo].torchrun:
+        supported = ", ".join(name for name, spec in REGISTRY.items() if spec.torchrun)
         raise ValueError(
-            f"--algo {cfg.algo}: not supported with torchrun (its conjugate-gradient step and line search would need "
-            f"every Hessian-vector product and trial step reduced over ranks); use one of {', '.join(SUPPORTED_ALGOS)}"
+            f"--algo {cfg.algo}: not supported with torchrun (its update is not written for ranks, e.g. TRPO's "
+            f"conjugate-gradient step and line search); use one of {supported}"
         )
     if cfg.episodes_per_update % world_size:
         raise ValueError(

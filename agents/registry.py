@@ -1,7 +1,11 @@
 """The algorithm registry: name -> class and the constructor keywords a ``TrainConfig`` gives it.
 
-``build_model`` in :mod:`agents.train` looks the algorithm up here; adding an algorithm is
-one :class:`AlgoSpec` entry. Classes are imported on first use, so this module is light.
+``build_model`` in :mod:`agents.train` looks the algorithm up here, and everything that lists
+the learners reads it: ``TrainConfig``'s and the CLI's choices (``agents.config.ALGOS``), the
+torchrun check (:mod:`agents.distributed`), the benchmark's algorithm choices and the tests
+parametrised over the learners. Adding an algorithm is its module plus one :class:`AlgoSpec`
+entry here (:func:`register_algorithm` from user code). Classes are imported on first use, so
+this module is light (it imports nothing from ``agents``).
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agents.config import TrainConfig
+if TYPE_CHECKING:
+    from agents.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -21,11 +26,17 @@ class AlgoSpec:
     :param module: module that defines the class.
     :param class_name: the class.
     :param kwargs: ``(config, env) -> constructor keywords`` beyond the shared ones (:func:`common_kwargs`).
+    :param drop: shared keywords the class does not take (e.g. RLOO has no GAE: ``gae_lambda``).
+    :param torchrun: whether the learner runs data parallel under torchrun (:mod:`agents.distributed`).
+    :param summary: one line for ``--help`` and the docs.
     """
 
     module: str
     class_name: str
     kwargs: Callable[[TrainConfig, Any], dict[str, Any]]
+    drop: tuple[str, ...] = ()
+    torchrun: bool = False
+    summary: str = ""
 
     def load(self) -> type:
         """The algorithm class (imports its module)."""
@@ -91,15 +102,36 @@ def _trpo_kwargs(cfg: TrainConfig, env: Any) -> dict[str, Any]:
     )
 
 
+def _rloo_kwargs(cfg: TrainConfig, env: Any) -> dict[str, Any]:
+    return dict(ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm, minibatch_episodes=cfg.minibatch_episodes)
+
+
 REGISTRY: dict[str, AlgoSpec] = {
-    "ppo": AlgoSpec("agents.ppo", "PPO", _ppo_kwargs),
-    "a2c": AlgoSpec("agents.a2c", "A2C", _a2c_kwargs),
-    "trpo": AlgoSpec("agents.trpo", "TRPO", _trpo_kwargs),
-    "maskable_ppo": AlgoSpec("agents.maskable_ppo", "MaskablePPO", _maskable_ppo_kwargs),
-    "token_ppo": AlgoSpec("agents.token_ppo", "TokenPPO", _token_ppo_kwargs),
+    "token_ppo": AlgoSpec("agents.token_ppo", "TokenPPO", _token_ppo_kwargs, torchrun=True,
+                          summary="PPO with one teacher-forced forward per episode (the default)"),
+    "ppo": AlgoSpec("agents.ppo", "PPO", _ppo_kwargs, torchrun=True, summary="SB3 PPO, per-transition update"),
+    "a2c": AlgoSpec("agents.a2c", "A2C", _a2c_kwargs, torchrun=True, summary="SB3 A2C"),
+    "trpo": AlgoSpec("agents.trpo", "TRPO", _trpo_kwargs, summary="sb3-contrib TRPO"),
+    "maskable_ppo": AlgoSpec("agents.maskable_ppo", "MaskablePPO", _maskable_ppo_kwargs, torchrun=True,
+                             summary="sb3-contrib MaskablePPO with NLPO top-k / top-p masks"),
+    "rloo": AlgoSpec("agents.rloo", "RLOO", _rloo_kwargs, drop=("gae_lambda",),
+                     summary="REINFORCE with a per-step leave-one-out baseline, no critic"),
 }
+
+
+def register_algorithm(name: str, spec: AlgoSpec, override: bool = False) -> None:
+    """Add a learner from user code: ``spec.module`` must be importable (in worker processes too).
+
+    Raises:
+        ValueError: ``name`` is taken and ``override`` is false.
+    """
+    if name in REGISTRY and not override:
+        raise ValueError(f"algorithm {name!r} is already registered: pass override=True to replace it")
+    REGISTRY[name] = spec
 
 
 def algorithm_kwargs(cfg: TrainConfig, env: Any) -> dict[str, Any]:
     """Every constructor keyword of ``cfg.algo`` from ``cfg`` (env and policy aside)."""
-    return {**common_kwargs(cfg), **REGISTRY[cfg.algo].kwargs(cfg, env)}
+    spec = REGISTRY[cfg.algo]
+    common = {k: v for k, v in common_kwargs(cfg).items() if k not in spec.drop}
+    return {**common, **spec.kwargs(cfg, env)}

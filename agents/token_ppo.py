@@ -102,34 +102,8 @@ class TokenPPO(PPO):
         return super()._step_source(env, use_masking)
 
     def episode_tensors(self) -> dict[str, th.Tensor]:
-        """The buffer's episodes as tensors: sequences ``(E, L)``, lengths ``(E,)``, and the stored
-        per-step rollout data ``(E, Tmax)`` (old values, old log-probs, advantages, returns, valid)."""
-        buf = self.rollout_buffer
-        buf.prepare_flat()
-        eps = buf.episodes
-        t_max = max(e.gen_len for e in eps)
-        index = np.zeros((len(eps), t_max), dtype=np.int64)
-        valid = np.zeros((len(eps), t_max), dtype=bool)
-        for i, e in enumerate(eps):
-            index[i, : e.gen_len] = buf.flat_index(e.slots, e.env_idx)
-            valid[i, : e.gen_len] = True
-        dev = self.device
-
-        def take(arr: np.ndarray) -> th.Tensor:
-            return th.as_tensor(arr.reshape(-1)[index], device=dev)
-
-        return {
-            "input_ids": th.as_tensor(np.stack([e.input_ids for e in eps]), device=dev).long(),
-            "attention_mask": th.as_tensor(np.stack([e.attention_mask for e in eps]), device=dev).long(),
-            "prompt_len": th.as_tensor([e.prompt_len for e in eps], device=dev),
-            "gen_len": th.as_tensor([e.gen_len for e in eps], device=dev),
-            "old_values": take(buf.values),
-            "old_log_prob": take(buf.log_probs),
-            "advantages": take(buf.advantages),
-            "returns": take(buf.returns),
-            "valid": th.as_tensor(valid, device=dev),
-            "eos_allowed": take(buf.observations["eos_allowed"]),
-        }
+        """The buffer's episodes as tensors (:meth:`agents.buffers.CreditBufferMixin.episode_tensors`)."""
+        return self.rollout_buffer.episode_tensors(self.device)
 
     def _update(self) -> None:
         """SB3 PPO's ``train``, with one teacher-forced forward per minibatch of episodes."""
@@ -138,7 +112,7 @@ class TokenPPO(PPO):
         progress = compat.progress_remaining(self)
         clip_range = self.clip_range(progress)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress)
-        data = self.episode_tensors()
+        data = self.rollout_buffer.episode_tensors(self.device)
         n_eps = len(data["gen_len"])
         per_mb = self.minibatch_episodes or max(1, round(self.batch_size / float(data["gen_len"].float().mean())))
         stats: dict[str, list[float]] = {}
