@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks import dense_vs_sparse as bench
@@ -56,25 +57,16 @@ def test_iqm_trims_a_quarter_each_side() -> None:
     assert point == pytest.approx(4.5)
 
 
-def test_first_update_reaching_and_speedup() -> None:
+def test_first_update_reaching() -> None:
     updates = [1, 2, 3, 4, 5]
     assert stats.first_update_reaching(updates, [0, 1, 3, 2, 4], 2.5) == 3
     assert stats.first_update_reaching(updates, [0, 1, 3, 2, 4], 4.0) == 5
     assert stats.first_update_reaching(updates, [0, 1, 3, 2, 4], 9.0) is None
-    curves = {"sparse": np.array([1, 2, 3, 5, 4.0]), "abc": np.array([2, 5, 6, 6, 6.0]), "uniform": np.array([0, 1, 1, 1, 1.0])}
-    speed = stats.speedup_vs_baseline(updates, curves, "sparse")
-    # sparse's best is 5 at update 4; abc first reaches 5 at update 2 -> half the updates.
-    assert speed["sparse"] == (4, 1.0)
-    assert speed["abc"] == (2, 0.5)
-    assert speed["uniform"][0] is None and math.isnan(speed["uniform"][1])
 
 
 def test_trailing_mean_uses_no_future_values() -> None:
     np.testing.assert_allclose(stats.trailing_mean([1, 3, 5, 7], 2), [1, 2, 4, 6])
     np.testing.assert_allclose(stats.trailing_mean([1, 3, 5, 7], 1), [1, 3, 5, 7])
-    # smoothed speed: sparse [0, 4, 0, 4] -> [0, 2, 2, 2], best 2 at update 2
-    speed = stats.speedup_vs_baseline([1, 2, 3, 4], {"s": np.array([0, 4, 0, 4.0])}, "s", window=2)
-    assert speed["s"] == (2, 1.0)
 
 
 def test_rank_and_distance_helpers() -> None:
@@ -136,19 +128,71 @@ def test_from_results_redraws_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert bench.main(["--from-results", str(path), "--out", str(out), "--report-update", "2", "--speed-window", "1"]) == 0
     text = (out / "tables.md").read_text()
     assert text == capsys.readouterr().out.split("redrawn in")[0].rstrip("\n") + "\n"
-    # sparse at update 2: seeds give 2 and 3 -> 2.50 [2.00, 3.00]; abc at update 3: 4 and 5.
-    assert "| sparse | 2 | 2.50 [2.00, 3.00] | 3.50 [3.00, 4.00] (u3) |" in text
-    assert "| abc (beta 0.8) | 2 | 3.50 [3.00, 4.00] | 4.50 [4.00, 5.00] (u3) |" in text
-    # sparse's best mean is 3.5 at update 3; abc's mean curve (2.5, 3.5, 4.5) reaches it at update 2
-    assert "| 2 | 0.67 |" in text and "| 3 | 1.00 |" in text
+    # 2 seeds: t interval half-width t(0.975, 1 df) * se = 12.706 * 0.5 = 6.35 for values a and a + 1.
+    # sparse at update 2: seeds give 2 and 3 -> 2.50 [-3.85, 8.85]; final window = updates 1-3: per-seed
+    # means 2 and 3, the same; abc is one higher on every seed
+    assert "| sparse | 2 | 2.50 [-3.85, 8.85] | 2.50 [-3.85, 8.85] | 2.50 | 0.71 | 2.50 [-3.85, 8.85] |" in text
+    assert "| abc (beta 0.8) | 2 | 3.50 [-2.85, 9.85] | 3.50 [-2.85, 9.85] | 3.50 | 0.71 | 3.50 [-2.85, 9.85] |" in text
+    # abc - sparse is exactly 1 on both seeds: no variance, so no test and no ranking
+    assert "| abc (beta 0.8) - sparse | RM, updates 1-3 | 2 | 1.00 [1.00, 1.00] | 1.00 | 2/2 [0.16, 1.00] | n/a | n/a | no difference detected |" in text
     # gold rises exactly with RM in every seed -> correlation 1
-    assert "1.00 [1.00, 1.00]" in text
+    assert "1.00 [1.00, 1.00] |" in text.split("corr(RM, gold)")[1]
     for name in ("curves", "diagnostics", "gold_vs_rm"):
         assert (out / f"{name}_Tiny_task.png").stat().st_size > 1000
     # the CSV holds the same rows and redraws the same table
     out_csv = tmp_path / "redraw_csv"
     bench.main(["--from-results", str(tmp_path / "run" / "results.csv"), "--out", str(out_csv), "--report-update", "2", "--speed-window", "1"])
     assert (out_csv / "tables.md").read_text().split("\n", 2)[2] == text.split("\n", 2)[2]
+
+
+def _designed_results(n_seeds: int = 5, seed_sd: float = 1.0) -> pd.DataFrame:
+    """3 conditions x n seeds x 20 updates: 'big' is 2 above sparse on every seed (+-0.1), 'same' is sparse +- 0.3."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(n_seeds):
+        seed_level = rng.normal(0, seed_sd)  # shared by the modes of a seed: cancels in the paired difference
+        for cond, shift in (("sparse", 0.0), ("big", 2.0 + rng.normal(0, 0.1)), ("same", rng.normal(0, 0.3))):
+            for u in range(1, 21):
+                rm = (seed_level + shift) * u / 20 + 1.0
+                rows.append(dict(task="T", condition=cond, baseline="sparse", seed=seed, update=u, rm_score=rm,
+                                 gold_score=0.1 * rm, kl=0.1 * u, value_loss=1.0))
+    return pd.DataFrame(rows)
+
+
+def test_declared_comparisons_paired_holm_and_verdicts() -> None:
+    from benchmarks.dense_vs_sparse import tables
+
+    df = _designed_results()
+    family = tables.declared_comparisons(df, final_window=5)
+    assert [(c.condition, c.metric) for c in family] == [
+        ("big", "rm_score"), ("same", "rm_score"), ("big", "gold_score"), ("same", "gold_score")]
+    by = {(c.condition, c.metric): c for c in family}
+    assert by["big", "rm_score"].verdict == "higher" and by["big", "rm_score"].result.n_better == 5
+    assert by["same", "rm_score"].verdict == "no difference detected"
+    assert by["big", "rm_score"].window == "updates 16-20"
+    # Holm over the family of 4 (not per table): the adjusted p is never below the raw one
+    assert all(c.p_holm >= c.result.p_value for c in family)
+    raw = sorted(c.result.p_value for c in family)
+    assert min(c.p_holm for c in family) == pytest.approx(min(4 * raw[0], 1.0))
+    text = tables.all_tables(df, report_update=5, smooth=1, final_window=5)
+    assert "Holm p (family of 4)" in text and "| higher |" in text and "| no difference detected |" in text
+
+
+def test_levels_table_counts_seeds_that_never_reach() -> None:
+    from benchmarks.dense_vs_sparse import tables
+
+    df = _designed_results(seed_sd=0.3)
+    updates = tables.final_updates(df[df.task == "T"], 5)
+    start, best, best_cond, marks = tables.reach_levels(df, updates)
+    assert best_cond == "big" and start == pytest.approx(df[df["update"] == 1].rm_score.mean())
+    assert marks == pytest.approx([start + 0.5 * (best - start), start + 0.8 * (best - start)])
+    text = tables.levels_table(df, updates, window=1)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
+    # 'big' reaches 50% on all 5 seeds, each before sparse (Clopper-Pearson 5/5: [0.48, 1]); its weakest seed
+    # (final RM 2.28 < 80% level 2.35) never reaches 80%: counted as 4/5, and the interval's top is "never"
+    assert rows["big", "50%"].split("|")[3:6] == [" 5/5 ", " 9 [7, 14] (94%: min-max) ", " 5/5 [0.48, 1.00] "]
+    assert rows["big", "80%"].split("|")[3:5] == [" 4/5 ", " 14 [11, never] (94%: min-max) "]
+    assert rows["sparse", "80%"].split("|")[3:5] == [" 0/5 ", " never [never, never] (94%: min-max) "]
 
 
 # ----------------------------------------------------------------------------- pipeline with a stub agent
@@ -210,7 +254,8 @@ def test_pipeline_with_stub_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert len(payload["rows"]) == 2 * 2 * 3
     assert payload["meta"]["settings"]["seeds"] == 2 and "artefacts" in payload["meta"]
     assert payload["rows"][0]["entropy"] == 3.0  # extra numeric keys are kept
-    assert "| sparse | 2 | 3.50 [3.00, 4.00] | 3.50 [3.00, 4.00] (u3) |" in (out / "tables.md").read_text()
+    # stub: rm = update + seed; update 3 -> seeds 3, 4; final window (updates 1-3) -> per-seed means 2, 3
+    assert "| sparse | 2 | 3.50 [-2.85, 9.85] | 2.50 [-3.85, 8.85] |" in (out / "tables.md").read_text()
     # --resume finds every run stored and trains nothing
     stub.calls.clear()
     assert bench.main(argv + ["--resume"]) == 0
@@ -314,32 +359,7 @@ def test_smoke_run_with_real_agents(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert (out / "tables.md").exists()
 
 
-# ----------------------------------------------------------------------------- issue 10: speed per seed, RED
-
-
-def test_speed_threshold_is_smoothed_best_and_crossings_are_per_seed() -> None:
-    from benchmarks.dense_vs_sparse.tables import first_crossings_per_seed, speed_per_seed_text
-
-    updates = np.arange(1, 7)
-    seeds = np.array([[0, 4, 4, 4, 4, 4.0], [0, 0, 0, 0, 2, 8.0], [0, 0, 0, 0, 0, 0.0]])
-    # window 2: seed 0 -> [0, 2, 4, 4, 4, 4] crosses 3 at update 3; seed 1 -> [0, 0, 0, 0, 1, 5] at 6; seed 2 never
-    assert first_crossings_per_seed(updates, seeds, 3.0, 2) == [3, 6, None]
-    frac, text = speed_per_seed_text([3, 6, None])
-    assert frac == "2/3" and text.startswith("4.5 [") and "median 4.5" in text
-    assert speed_per_seed_text([None, None]) == ("0/2", "n/a")
-
-
-def test_table_reports_per_seed_speed_with_window() -> None:
-    df = __import__("pandas").DataFrame(_tiny_results())
-    from benchmarks.dense_vs_sparse.tables import all_tables
-
-    text = all_tables(df, report_update=2, smooth=1, speed_window=1)
-    # sparse mean curve [1.5, 2.5, 3.5]: best 3.5 at u3; abc [2.5, 3.5, 4.5] reaches it at u2;
-    # per seed (window 1, threshold 3.5): sparse seeds [1,2,3], [2,3,4] -> never and u3;
-    # abc seeds [2,3,4], [3,4,5] -> u3 and u2
-    assert "| 3 | 1.00 | 1/2 | 3.0 (median 3) |" in text
-    assert "| 2 | 0.67 | 2/2 | 2.5 [2.0, 3.0] (median 2.5) |" in text
-    assert "best 1-update trailing mean of its mean RM curve, 3.50 (reached at update 3)" in text
+# ----------------------------------------------------------------------------- issue 10: RED
 
 
 def test_red_is_a_benchmark_mode_but_not_a_default() -> None:
@@ -356,3 +376,69 @@ def test_episode_fidelity_red_by_hand() -> None:
     # d = [0.5, 2.0, 0.5]: the middle token is the gold one
     assert f["top1_red"] == 1.0 and f["mass_red_abs"] == pytest.approx(2.0 / 3.0)
     assert f["spearman_red"] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- issue 19: raw results, generated docs blocks, headline
+
+RAW_FIXTURE = Path(__file__).resolve().parents[1] / "docs" / "raw" / "quick_3x12.json.gz"
+
+
+def test_raw_results_round_trip_and_are_deterministic(tmp_path: Path) -> None:
+    from benchmarks.dense_vs_sparse import tables
+    from benchmarks.dense_vs_sparse.results import save_raw
+
+    rows = _tiny_results()
+    json_path = bench.save_results(rows, {"command": "tiny"}, tmp_path / "run")
+    a = save_raw(rows, {"command": "tiny"}, tmp_path / "a.json.gz")
+    b = save_raw(bench.load_results(json_path)[0], {"command": "tiny"}, tmp_path / "b.json.gz")
+    assert a.read_bytes() == b.read_bytes()  # no timestamp in the gzip header; same rows -> same bytes
+    df_json, _ = bench.load_results(json_path)
+    df_raw, meta = bench.load_results(a)
+    assert meta == {"command": "tiny"} and list(df_raw.dtypes) == list(df_json.dtypes)
+    assert tables.all_tables(df_raw, 2, 1) == tables.all_tables(df_json, 2, 1)
+
+
+def _markdown_files() -> list[Path]:
+    root = RAW_FIXTURE.parents[2]
+    skip = {".git", ".venv", "venv", "results", "node_modules", "runs", "build", "dist"}
+    return [p for p in root.rglob("*.md") if not skip & set(p.relative_to(root).parts)]
+
+
+def test_every_docs_block_is_the_scripts_output() -> None:
+    # regenerates each <!-- table:NAME ... --> block of every markdown file from its stored raw results
+    from benchmarks.dense_vs_sparse import docs_blocks
+
+    files = _markdown_files()
+    blocks = {b.name for p in files for b in docs_blocks.find_blocks(p.read_text())}
+    assert {"example-quick", "example-headline"} <= blocks  # docs/statistics.md: the test is never vacuous
+    assert docs_blocks.check(files) == []
+
+
+def test_docs_block_detects_a_changed_number(tmp_path: Path) -> None:
+    from benchmarks.dense_vs_sparse import docs_blocks
+
+    text = (RAW_FIXTURE.parents[1] / "statistics.md").read_text()
+    body = docs_blocks.find_blocks(text)[0].body
+    tampered = text.replace(body, body.replace("| sparse | 3 |", "| sparse | 4 |", 1))
+    assert tampered != text
+    doc = tmp_path / "doc.md"
+    doc.write_text(tampered)
+    assert docs_blocks.check([doc]) == [f"{doc}: example-quick"]
+    assert docs_blocks.main(["update", str(doc)]) == 0 and doc.read_text() == text
+    with pytest.raises(ValueError, match="unknown block kind"):
+        docs_blocks.render({"results": str(RAW_FIXTURE), "kind": "nope"})
+
+
+def test_headline_from_raw_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.dense_vs_sparse import tables
+
+    # raw results in docs/raw are redrawn elsewhere by default, never into docs/raw
+    assert bench.parse_args(["--from-results", str(RAW_FIXTURE)]).out == "results/from_raw/quick_3x12"
+    assert bench.main(["--from-results", str(RAW_FIXTURE), "--out", str(tmp_path), "--headline"]) == 0
+    text = (tmp_path / "headline.md").read_text()
+    assert tables.REPRODUCIBILITY in text and text in capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("| quick_3x12 |")]
+    family = tables.declared_comparisons(bench.load_results(RAW_FIXTURE)[0])
+    # every declared comparison, whatever its sign or verdict, gets its row
+    assert len(rows) == len(family) == 4
+    assert all(f"**{c.verdict}**" in row for c, row in zip(family, rows))

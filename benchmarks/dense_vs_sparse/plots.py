@@ -30,7 +30,7 @@ def plot_task(df: pd.DataFrame, out: Path, task: str, smooth: int) -> list[Path]
                 if vals.size == 0:
                     continue
                 vals = np.stack([stats.trailing_mean(v, smooth) for v in vals])
-                mean, low, high = stats.bootstrap_ci(vals)
+                mean, low, high = stats.mean_ci(vals)  # Student t: keeps coverage at 3-10 seeds
                 (line,) = ax.plot(updates, mean, label=f"{c} (n={vals.shape[0]})", lw=1.4)
                 if vals.shape[0] > 1:
                     ax.fill_between(updates, low, high, color=line.get_color(), alpha=0.18, lw=0)
@@ -39,7 +39,7 @@ def plot_task(df: pd.DataFrame, out: Path, task: str, smooth: int) -> list[Path]
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         sm = "" if smooth == 1 else f"; {smooth}-update trailing mean"
-        fig.suptitle(f"{task}: mean over seeds, 95% bootstrap CI{sm}", fontsize=9)
+        fig.suptitle(f"{task}: mean over seeds, 95% t interval over seeds{sm}", fontsize=9)
         fig.tight_layout()
         path = out / f"{name}_{slug(task)}.png"
         fig.savefig(path)

@@ -1,8 +1,33 @@
-"""Markdown tables: per condition, scores at an early and the last update with bootstrap CIs, IQM, speed."""
+"""Markdown tables from the per-update, per-seed results: windows, paired tests, updates-to-reach, headline.
+
+Every number docs/results.md quotes for a training experiment comes from here, so
+``--from-results`` regenerates each table (and :mod:`benchmarks.dense_vs_sparse.docs_blocks`
+checks the copies in the docs). Statistics: :mod:`benchmarks.stats` (Student-t intervals
+over seeds, paired t tests, Clopper-Pearson probability of improvement, Holm).
+
+Per task (one results table), three tables:
+
+1. **Per condition**: RM at an early update, the mean over the final window (the last
+   ``final_window`` updates every run has, e.g. updates 141-150) with its interval, IQM
+   and seed sd, the mean over the run; gold, KL, value loss and completion length.
+2. **Declared comparisons** (:data:`DECLARED_METRICS` over the final window, each
+   condition minus the baseline on the same seeds): mean difference [t interval], IQM of
+   the differences, on how many seeds the condition is higher [Clopper-Pearson], the
+   paired t test's p and its Holm-adjusted p over *every* declared comparison in the
+   results (all tasks), and the verdict: "higher" / "lower" only when the Holm-adjusted p
+   is below 0.05, otherwise "no difference detected".
+3. **Updates to reach** fixed RM levels (:data:`LEVELS` of the way from the initial RM to
+   the best condition's final-window level): per seed, the first update whose
+   ``speed_window``-update trailing mean reaches the level; how many seeds do, the median
+   (seeds that never reach count as "never") with an order-statistic interval, and on how
+   many paired seeds the condition gets there before the baseline. Descriptive: not in the
+   declared family (at 5 seeds an exact sign test cannot reach p < 0.05).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +35,51 @@ import pandas as pd
 
 from benchmarks import stats
 
+#: Metrics compared against the baseline over the final window, declared before the issue-19
+#: reruns; the Holm family is every (task, condition, metric) of one results file.
+DECLARED_METRICS: tuple[str, ...] = ("rm_score", "gold_score")
+#: Updates in the final window (e.g. updates 141-150 of 150).
+FINAL_WINDOW = 10
+#: RM levels of the speed table, as fractions of the way from the initial RM to the best final level.
+LEVELS: tuple[float, ...] = (0.5, 0.8)
+#: Trailing window (updates) smoothing each seed's curve before its first crossing is read,
+#: so that one noisy update cannot pass a level.
+SPEED_WINDOW = 10
+ALPHA = 1 - stats.CI_LEVEL
+#: The sentence every headline carries (issue 19: "same seed, same numbers" holds per machine).
+REPRODUCIBILITY = (
+    "Seeded runs are identical on one machine and build (same code, same torch / numpy builds, same "
+    "thread count); on another machine or build the same seed gives other numbers, so compare the "
+    "verdicts and intervals, not the digits."
+)
+_LABELS = {"rm_score": "RM", "gold_score": "gold", "kl": "KL", "value_loss": "value loss", "mean_len": "length"}
+
+
+def seed_frame(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``seed x update`` table of one condition's ``metric``, on updates every seed has (NaN rows kept out)."""
+    if metric not in df.columns:
+        return pd.DataFrame()
+    return df.pivot_table(index="seed", columns="update", values=metric, aggfunc="mean").dropna(axis=1)
+
 
 def seed_matrix(df: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """``(updates, values)`` with ``values[seed, update]`` for one condition, on updates every seed has."""
-    wide = df.pivot_table(index="seed", columns="update", values=metric, aggfunc="mean").dropna(axis=1)
+    wide = seed_frame(df, metric)
     return wide.columns.to_numpy(), wide.to_numpy(dtype=float)
 
 
 def _at_update(updates: np.ndarray, values: np.ndarray, u: int) -> tuple[int, np.ndarray]:
     """Values at update ``u`` (or the last update before it, for short runs)."""
-    idx = int(np.searchsorted(updates, u, side="right")) - 1
-    idx = max(idx, 0)
+    idx = max(int(np.searchsorted(updates, u, side="right")) - 1, 0)
     return int(updates[idx]), values[:, idx]
 
 
 def ci_text(values: np.ndarray, statistic: str = "mean", digits: int = 2) -> str:
-    """``mean [low, high]`` over the non-NaN values (bootstrap CI), or ``n/a``."""
+    """``mean [low, high]`` over the non-NaN values with a percentile bootstrap, or ``n/a``.
+
+    For statistics over many samples (the fidelity tables' hundreds of completions); over
+    seeds use :func:`t_text`, whose interval keeps its coverage at 3-10 seeds.
+    """
     v = values[~np.isnan(values)]
     if len(v) == 0:
         return "n/a"
@@ -33,130 +87,325 @@ def ci_text(values: np.ndarray, statistic: str = "mean", digits: int = 2) -> str
     return stats.format_ci(float(point), float(low), float(high), digits)
 
 
-#: Trailing window (updates) of the speed figure: the threshold is the baseline's best mean
-#: curve after this smoothing, and each seed's curve is smoothed the same way before its
-#: first crossing is read (one noisy update cannot set or pass the bar).
-SPEED_WINDOW = 10
+def t_text(values: np.ndarray, digits: int = 2) -> str:
+    """``mean [low, high]`` over the non-NaN seeds with the Student-t interval, or ``n/a``."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return "n/a"
+    point, low, high = stats.mean_ci(v)
+    return stats.format_ci(float(point), float(low), float(high), digits)
 
 
-def first_crossings_per_seed(
-    updates: np.ndarray, values: np.ndarray, threshold: float, window: int
-) -> list[int | None]:
-    """Each seed's first update whose ``window``-update trailing mean is >= ``threshold`` (None: never).
-
-    Args:
-        updates: ``(U,)`` update numbers; values: ``(n_seeds, U)`` one curve per seed.
-    """
-    return [stats.first_update_reaching(updates, stats.trailing_mean(v, window), threshold) for v in values]
+def _num(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
-def speed_per_seed_text(hits: list[int | None]) -> tuple[str, str]:
-    """``("k/n", "mean [CI] (median m)")`` over the seeds that cross; ``n/a`` when none does."""
-    reached = np.array([h for h in hits if h is not None], dtype=float)
-    frac = f"{len(reached)}/{len(hits)}"
-    if len(reached) == 0:
-        return frac, "n/a"
-    return frac, f"{ci_text(reached, digits=1)} (median {float(np.median(reached)):g})"
+def _p_text(p: float) -> str:
+    if math.isnan(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def task_tables(df: pd.DataFrame, report_update: int, smooth: int, speed_window: int = SPEED_WINDOW) -> str:
-    """Markdown tables for one task (one row per condition).
+def _conditions(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["condition"]))  # first-seen order = launch order
 
-    The speed figure: threshold = the baseline's best ``speed_window``-update trailing mean of
-    its mean curve over seeds; reported both as the first crossing of each condition's smoothed
-    mean curve (the paper's reading) and per seed (each seed's smoothed curve), with a CI over
-    the seeds that cross and how many do.
-    """
-    conds = list(dict.fromkeys(df["condition"]))  # first-seen order = launch order
-    baseline = df["baseline"].iloc[0]
-    curves, mats = {}, {}
-    for c in conds:
-        updates, rm = seed_matrix(df[df.condition == c], "rm_score")
-        mats[c] = (updates, rm)
-        curves[c] = rm.mean(axis=0)
-    common = sorted(set.intersection(*(set(u.tolist()) for u, _ in mats.values())))
-    speed: dict[str, tuple[int | None, float]] = {}
-    threshold = math.nan
-    if baseline in curves and common:
-        aligned = {c: curves[c][np.isin(mats[c][0], common)] for c in conds}
-        speed = stats.speedup_vs_baseline(common, aligned, baseline, window=speed_window)
-        threshold = float(np.max(stats.trailing_mean(aligned[baseline], speed_window)))
 
-    last_u = int(max(u[-1] for u, _ in mats.values()))
-    u_rep = min(report_update, last_u)
-    win_note = "" if speed_window == 1 else f", {speed_window}-update trailing mean"
-    lines = [
-        f"| condition | seeds | RM @ update {u_rep} | RM @ last update | IQM RM @ last | RM mean over run | "
-        f"first update >= {baseline}'s best{win_note} (mean curve) | / {baseline}'s | seeds reaching it | "
-        "first update per seed, mean [CI] over seeds reaching |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in conds:
-        updates, rm = mats[c]
-        _, at_rep = _at_update(updates, rm, u_rep)
-        hit, ratio = speed.get(c, (None, math.nan))
-        hit_s = "never" if hit is None else str(hit)
-        frac, per_seed = "n/a", "n/a"
-        if not speed:
-            hit_s = "n/a"
-        else:
-            keep = np.isin(updates, common)
-            frac, per_seed = speed_per_seed_text(
-                first_crossings_per_seed(updates[keep], rm[:, keep], threshold, speed_window)
-            )
-        lines.append(
-            f"| {c} | {rm.shape[0]} | {ci_text(at_rep)} | {ci_text(rm[:, -1])} (u{int(updates[-1])}) | {ci_text(rm[:, -1], 'iqm')} | "
-            f"{ci_text(rm.mean(axis=1))} | {hit_s} | {'n/a' if math.isnan(ratio) else f'{ratio:.2f}'} | {frac} | {per_seed} |"
-        )
-    if speed and baseline in speed and speed[baseline][0] is not None:
-        lines.append(
-            f"\nSpeed threshold: {baseline}'s best {speed_window}-update trailing mean of its mean RM curve, "
-            f"{threshold:.2f} (reached at update {speed[baseline][0]})."
-        )
+def final_updates(df: pd.DataFrame, window: int = FINAL_WINDOW) -> list[int]:
+    """The last ``window`` updates that every run of the task has (e.g. 141..150)."""
+    common: set[int] | None = None
+    for _, run in df.groupby(["condition", "seed"]):
+        u = set(run.loc[run["rm_score"].notna(), "update"].astype(int))
+        common = u if common is None else common & u
+    return sorted(common or set())[-window:]
 
-    lines += [
-        "",
-        f"| condition | gold @ update {u_rep} | gold @ last | KL @ last | value loss, mean over run | "
-        "corr(RM, gold) over updates, per seed | gold / RM @ last |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in conds:
-        sub = df[df.condition == c]
-        updates, gold = seed_matrix(sub, "gold_score")
-        _, kl = seed_matrix(sub, "kl")
-        _, vl = seed_matrix(sub, "value_loss")
-        _, rm = seed_matrix(sub, "rm_score")
-        if gold.size == 0:
-            lines.append(f"| {c} | n/a | n/a | n/a | n/a | n/a | n/a |")
+
+def window_means(df: pd.DataFrame, metric: str, updates: list[int]) -> pd.Series:
+    """Per seed (index), the mean of ``metric`` over ``updates`` (seeds lacking the metric dropped)."""
+    if metric not in df.columns:
+        return pd.Series(dtype=float)
+    sub = df[df["update"].isin(updates)]
+    return sub.groupby("seed")[metric].mean().dropna()
+
+
+def _window_label(updates: list[int]) -> str:
+    return f"updates {updates[0]}-{updates[-1]}" if len(updates) > 1 else f"update {updates[0]}"
+
+
+# ----------------------------------------------------------------------------- declared comparisons
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One declared comparison: ``condition`` minus ``baseline`` on ``metric`` over the final window of ``task``."""
+
+    task: str
+    condition: str
+    baseline: str
+    metric: str
+    window: str
+    result: stats.PairedResult
+    p_holm: float
+
+    @property
+    def verdict(self) -> str:
+        return stats.verdict(self.result.mean, self.p_holm, alpha=ALPHA)
+
+
+def declared_comparisons(
+    df: pd.DataFrame, metrics: tuple[str, ...] = DECLARED_METRICS, final_window: int = FINAL_WINDOW
+) -> list[Comparison]:
+    """Every declared comparison in the results, with Holm over all of them (the experiment's family)."""
+    raw: list[tuple[str, str, str, str, str, stats.PairedResult]] = []
+    for task in dict.fromkeys(df["task"]):
+        sub = df[df.task == task]
+        baseline = str(sub["baseline"].iloc[0])
+        updates = final_updates(sub, final_window)
+        if baseline not in set(sub["condition"]) or not updates:
             continue
-        _, g_rep = _at_update(updates, gold, u_rep)
-        corr = np.array([stats.curve_correlation(r, g) for r, g in zip(rm, gold)])
-        rm_last = float(np.mean(rm[:, -1]))
-        ratio = float(np.mean(gold[:, -1])) / rm_last if abs(rm_last) > 1e-9 else math.nan
+        for metric in metrics:
+            base = window_means(sub[sub.condition == baseline], metric, updates)
+            for cond in _conditions(sub):
+                if cond == baseline:
+                    continue
+                treat = window_means(sub[sub.condition == cond], metric, updates)
+                seeds = sorted(set(base.index) & set(treat.index))  # paired: same seeds only
+                if not seeds:
+                    continue
+                res = stats.paired_test(treat.loc[seeds].to_numpy(), base.loc[seeds].to_numpy())
+                raw.append((task, cond, baseline, metric, _window_label(updates), res))
+    adjusted = stats.holm([r[-1].p_value for r in raw])
+    return [Comparison(*r, p_holm=float(p)) for r, p in zip(raw, adjusted)]
+
+
+def comparisons_table(comparisons: list[Comparison], family_size: int) -> str:
+    """The declared comparisons of one task as a markdown table."""
+    lines = [
+        "| condition - baseline | metric | seeds | difference, mean [95% CI] | IQM of differences | "
+        "higher on seeds [95% CI] | p (paired t) | Holm p (family of " + str(family_size) + ") | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        r = c.result
+        digits = 3 if c.metric == "gold_score" else 2
+        diff = stats.format_ci(r.mean, r.low, r.high, digits)
         lines.append(
-            f"| {c} | {ci_text(g_rep, digits=3)} | {ci_text(gold[:, -1], digits=3)} | "
-            f"{ci_text(kl[:, -1]) if kl.size else 'n/a'} | {ci_text(vl.mean(axis=1), digits=3) if vl.size else 'n/a'} | "
-            f"{ci_text(corr)} | {'n/a' if math.isnan(ratio) else f'{ratio:.3f}'} |"
+            f"| {c.condition} - {c.baseline} | {_LABELS.get(c.metric, c.metric)}, {c.window} | {r.n} | {diff} | "
+            f"{_num(r.iqm, digits)} | {r.n_better}/{r.n} [{_num(r.p_improve_low)}, {_num(r.p_improve_high)}] | "
+            f"{_p_text(r.p_value)} | {_p_text(c.p_holm)} | {c.verdict} |"
         )
     return "\n".join(lines)
 
 
-def all_tables(df: pd.DataFrame, report_update: int, smooth: int, speed_window: int = SPEED_WINDOW) -> str:
-    """Tables for every task in the results, each under a heading."""
+# ----------------------------------------------------------------------------- per condition
+
+
+def conditions_table(df: pd.DataFrame, report_update: int, updates: list[int]) -> str:
+    """RM per condition: early update, final window (mean [CI], IQM, seed sd), mean over the run."""
+    win = _window_label(updates)
+    u_rep = min(report_update, max(updates))
+    lines = [
+        f"| condition | seeds | RM @ update {u_rep} | RM, {win}, mean [95% CI] | IQM | seed sd | RM mean over run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in _conditions(df):
+        sub = df[df.condition == c]
+        all_u, rm = seed_matrix(sub, "rm_score")
+        fin = window_means(sub, "rm_score", updates).to_numpy()
+        _, at_rep = _at_update(all_u, rm, u_rep)
+        sd = float(np.std(fin, ddof=1)) if len(fin) > 1 else math.nan
+        lines.append(
+            f"| {c} | {rm.shape[0]} | {t_text(at_rep)} | {t_text(fin)} | {_num(float(stats.iqm(fin)) if len(fin) else math.nan)} | "
+            f"{_num(sd)} | {t_text(rm.mean(axis=1))} |"
+        )
+    return "\n".join(lines)
+
+
+def diagnostics_table(df: pd.DataFrame, updates: list[int]) -> str:
+    """Gold, KL, value loss, completion length and corr(RM, gold) per condition."""
+    win = _window_label(updates)
+    has_len = "mean_len" in df.columns and df["mean_len"].notna().any()
+    lines = [
+        f"| condition | gold, {win} | KL, {win} | value loss, mean over run | "
+        + (f"length, update {int(df['update'].min())} -> {win} | " if has_len else "")
+        + "corr(RM, gold) over updates, per seed |",
+        "|---|---|---|---|" + ("---|" if has_len else "") + "---|",
+    ]
+    for c in _conditions(df):
+        sub = df[df.condition == c]
+        _, rm = seed_matrix(sub, "rm_score")
+        _, gold = seed_matrix(sub, "gold_score")
+        _, vl = seed_matrix(sub, "value_loss")
+        corr = np.array([stats.curve_correlation(r, g) for r, g in zip(rm, gold)]) if gold.shape == rm.shape else np.array([])
+        cells = [
+            t_text(window_means(sub, "gold_score", updates).to_numpy(), 3),
+            t_text(window_means(sub, "kl", updates).to_numpy(), 1),
+            t_text(vl.mean(axis=1), 2) if vl.size else "n/a",
+        ]
+        if has_len:
+            first = sub[sub["update"] == sub["update"].min()]["mean_len"].mean()
+            last = window_means(sub, "mean_len", updates).mean()
+            cells.append(f"{first:.1f} -> {last:.1f}")
+        cells.append(t_text(corr) if corr.size else "n/a")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- updates to reach
+
+
+def reach_levels(df: pd.DataFrame, updates: list[int], levels: tuple[float, ...] = LEVELS) -> tuple[float, float, str, list[float]]:
+    """``(initial RM, best final level, best condition, [levels])`` of one task.
+
+    The initial RM is the mean over every run of the first update's RM (the initial policy's
+    score, whatever the credit); the best final level is the highest final-window mean over
+    conditions; a level q sits at ``initial + q * (best - initial)``. RM scores are signed,
+    so "q of the best final level" is measured from where every run starts, not from 0.
+    """
+    first = df[df["update"] == df["update"].min()]["rm_score"].mean()
+    finals = {c: window_means(df[df.condition == c], "rm_score", updates).mean() for c in _conditions(df)}
+    best = max(finals, key=lambda c: finals[c])
+    return float(first), float(finals[best]), best, [float(first + q * (finals[best] - first)) for q in levels]
+
+
+def _median_text(values: np.ndarray) -> str:
+    med, low, high, cov = stats.median_ci(values)
+
+    def u(x: float) -> str:
+        return "never" if math.isinf(x) else f"{x:g}"
+
+    if math.isnan(low):
+        return u(med)
+    note = "" if cov >= stats.CI_LEVEL else f" ({cov:.0%}: min-max)"
+    return f"{u(med)} [{u(low)}, {u(high)}]{note}"
+
+
+def levels_table(df: pd.DataFrame, updates: list[int], window: int = SPEED_WINDOW, levels: tuple[float, ...] = LEVELS) -> str:
+    """Per condition and level: seeds reaching it, median update [interval], earlier than the baseline on k/n seeds."""
+    baseline = str(df["baseline"].iloc[0])
+    start, best, best_cond, marks = reach_levels(df, updates, levels)
+    hits: dict[str, dict[float, pd.Series]] = {}
+    for c in _conditions(df):
+        wide = seed_frame(df[df.condition == c], "rm_score")
+        hits[c] = {
+            q: pd.Series(stats.updates_to_reach(wide.columns.to_numpy(), wide.to_numpy(dtype=float), m, window), index=wide.index)
+            for q, m in zip(levels, marks)
+        }
+    lines = [
+        f"RM levels: initial {start:.2f} (update {int(df['update'].min())}, mean over all runs), best final "
+        f"{best:.2f} ({best_cond}, {_window_label(updates)}); "
+        + ", ".join(f"{q:.0%} of the way = {m:.2f}" for q, m in zip(levels, marks))
+        + f". Each seed's {window}-update trailing mean, first update at or above the level.",
+        "",
+        "| condition | level | seeds reaching | median update [95% CI] | earlier than " + baseline + " on seeds [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for c in _conditions(df):
+        for q in levels:
+            h = hits[c][q]
+            cell = "-"
+            if c != baseline and baseline in hits:
+                b = hits[baseline][q]
+                seeds = sorted(set(h.index) & set(b.index))
+                # both never reaching is a tie, not a win for either
+                k = int(sum(h[s] < b[s] for s in seeds))
+                _, lo, hi = stats.prob_improvement_ci(k, len(seeds))
+                cell = f"{k}/{len(seeds)} [{_num(lo)}, {_num(hi)}]" if seeds else "n/a"
+            lines.append(
+                f"| {c} | {q:.0%} | {int(np.isfinite(h).sum())}/{len(h)} | {_median_text(h.to_numpy())} | {cell} |"
+            )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- assembled
+
+
+def task_tables(
+    df: pd.DataFrame, report_update: int, smooth: int, speed_window: int = SPEED_WINDOW,
+    final_window: int = FINAL_WINDOW, comparisons: list[Comparison] | None = None, family_size: int | None = None,
+) -> str:
+    """The three tables of one task (``comparisons``: this task's share of the experiment's family)."""
+    updates = final_updates(df, final_window)
+    if not updates:
+        return "no update is shared by every run of this task"
+    if comparisons is None:
+        comparisons = declared_comparisons(df, final_window=final_window)
+        family_size = len(comparisons)
+    parts = [conditions_table(df, report_update, updates), diagnostics_table(df, updates)]
+    if comparisons:
+        parts.append(comparisons_table(comparisons, family_size or len(comparisons)))
+    parts.append(levels_table(df, updates, speed_window))
+    return "\n\n".join(parts)
+
+
+NOTES = (
+    "Mean over seeds [95% Student-t interval over seeds]; IQM = interquartile mean over seeds (the mean for "
+    "fewer than 4 seeds); seed sd = standard deviation over seeds (ddof 1). Declared comparisons: per-seed "
+    "differences condition - baseline on the same seeds, their mean [95% t interval] and IQM, the seeds on "
+    "which the condition is higher [Clopper-Pearson 95%], the paired t test and its Holm adjustment over every "
+    "declared comparison of these results; 'higher' / 'lower' only where the Holm p < 0.05, otherwise 'no "
+    "difference detected'. Updates to reach: descriptive (not in the family); median over seeds with seeds "
+    "that never reach counted as 'never', 95% order-statistic interval (for fewer than 6 seeds [min, max] "
+    "with its exact coverage); 'earlier than' counts paired seeds, both never reaching is a tie. "
+    "Statistics: benchmarks/stats.py, docs/statistics.md."
+)
+
+
+def all_tables(
+    df: pd.DataFrame, report_update: int, smooth: int, speed_window: int = SPEED_WINDOW, final_window: int = FINAL_WINDOW
+) -> str:
+    """Tables for every task in the results, each under a heading; Holm runs over all tasks' comparisons."""
+    family = declared_comparisons(df, final_window=final_window)
     parts = []
     for task in dict.fromkeys(df["task"]):
-        parts.append(f"### {task}\n\n{task_tables(df[df.task == task], report_update, smooth, speed_window)}")
-    notes = (
-        "Mean over seeds [95% percentile-bootstrap CI over seeds]; IQM = interquartile mean over seeds "
-        "(equals the mean for fewer than 4 seeds). Speed (the paper's figure, made robust): the threshold is "
-        f"the baseline's best {speed_window}-update trailing mean of its mean curve over seeds; 'mean curve' is the "
-        "first update at which the condition's smoothed mean curve reaches it, '/ baseline's' divides by the "
-        "baseline's own update; 'per seed' smooths each seed's curve the same way and reports its first crossing, "
-        "mean [CI] over the seeds that reach the threshold (and how many do). corr(RM, gold): Pearson correlation of the RM "
-        "and gold curves of each seed, mean [CI] over seeds; near 1 means the gold score rises with the "
-        "proxy, low or negative means the proxy is being over-optimised."
-    )
-    return "\n\n".join(parts) + "\n\n" + notes + "\n"
+        mine = [c for c in family if c.task == task]
+        text = task_tables(df[df.task == task], report_update, smooth, speed_window, final_window, mine, len(family))
+        parts.append(f"### {task}\n\n{text}")
+    return "\n\n".join(parts) + "\n\n" + NOTES + "\n"
+
+
+def headline(
+    experiments: list[tuple[str, pd.DataFrame]], final_window: int = FINAL_WINDOW, speed_window: int = SPEED_WINDOW
+) -> str:
+    """The README headline: every declared comparison of every experiment, negatives included.
+
+    Args:
+        experiments: ``(name, results)`` per experiment (one results file each; each is its own Holm family).
+    """
+    lines = [
+        "| experiment | task | comparison | metric | difference [95% CI] | higher on seeds | Holm p | verdict | "
+        "seeds reaching 80% level: condition / baseline |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, df in experiments:
+        family = declared_comparisons(df, final_window=final_window)
+        reach: dict[tuple[str, str], str] = {}
+        for task in dict.fromkeys(df["task"]):
+            sub = df[df.task == task]
+            updates = final_updates(sub, final_window)
+            if not updates:
+                continue
+            _, _, _, marks = reach_levels(sub, updates, (0.8,))
+            for c in _conditions(sub):
+                wide = seed_frame(sub[sub.condition == c], "rm_score")
+                h = stats.updates_to_reach(wide.columns.to_numpy(), wide.to_numpy(dtype=float), marks[0], speed_window)
+                reach[(task, c)] = f"{int(np.isfinite(h).sum())}/{len(h)}"
+        for c in family:
+            r = c.result
+            digits = 3 if c.metric == "gold_score" else 2
+            lines.append(
+                f"| {name} | {c.task} | {c.condition} vs {c.baseline} | {_LABELS.get(c.metric, c.metric)}, {c.window} | "
+                f"{stats.format_ci(r.mean, r.low, r.high, digits)} | {r.n_better}/{r.n} | {_p_text(c.p_holm)} | "
+                f"**{c.verdict}** | {reach.get((c.task, c.condition), 'n/a')} / {reach.get((c.task, c.baseline), 'n/a')} |"
+            )
+    lines += [
+        "",
+        "Paired per-seed differences (condition - baseline, same seeds), 95% Student-t interval, Holm over each "
+        "experiment's declared comparisons; a verdict other than 'no difference detected' needs Holm p < 0.05. "
+        "80% level: 80% of the way from the initial RM to the best condition's final-window RM, first update of "
+        f"each seed's {speed_window}-update trailing mean. " + REPRODUCIBILITY,
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def report(

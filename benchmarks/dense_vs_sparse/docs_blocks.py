@@ -1,0 +1,157 @@
+"""Tables in the docs that the script writes: blocks between markers, regenerated from stored raw results.
+
+A markdown file marks a generated block as::
+
+    <!-- table:NAME results=docs/raw/main10.json.gz kind=tables report_update=20 -->
+    ...generated text, never edited by hand...
+    <!-- /table:NAME -->
+
+``results`` is one or more comma-separated paths (relative to the repository root) to
+raw results (:func:`benchmarks.dense_vs_sparse.results.save_raw`, or a results.json);
+``kind`` picks the renderer in :data:`RENDERERS`; other ``key=value`` pairs are its
+options. ``tests/test_benchmarks.py`` (and ``check``) regenerate every block of every
+markdown file in the repository and fail on any difference, so a number in a block is
+always the script's.
+
+    python -m benchmarks.dense_vs_sparse.docs_blocks check  docs/results.md README.md   # exit 1 if a block is stale
+    python -m benchmarks.dense_vs_sparse.docs_blocks update docs/results.md README.md   # rewrite the blocks
+    python -m benchmarks.dense_vs_sparse.docs_blocks store results/main10/results.json docs/raw/main10.json.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.dense_vs_sparse import tables
+from benchmarks.dense_vs_sparse.results import load_results, save_raw
+
+ROOT = Path(__file__).resolve().parents[2]
+_BLOCK = re.compile(
+    r"<!-- table:(?P<name>[\w.-]+)(?P<attrs>[^>]*?)-->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.S
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One generated block of a markdown file."""
+
+    name: str
+    attrs: dict[str, str]
+    body: str
+    start: int  #: offset of the body in the file's text
+    end: int
+
+
+def find_blocks(text: str) -> list[Block]:
+    """The generated blocks of a markdown text, in order."""
+    out = []
+    for m in _BLOCK.finditer(text):
+        attrs = dict(kv.split("=", 1) for kv in m["attrs"].split() if "=" in kv)
+        out.append(Block(m["name"], attrs, m["body"], m.start("body"), m.end("body")))
+    return out
+
+
+def _load(attrs: dict[str, str], root: Path) -> list[tuple[str, pd.DataFrame]]:
+    if "results" not in attrs:
+        raise ValueError("a table block needs results=PATH[,PATH...]")
+    paths = [root / p for p in attrs["results"].split(",")]
+    names = attrs["names"].split(",") if "names" in attrs else [p.name.split(".")[0] for p in paths]
+    if len(names) != len(paths):
+        raise ValueError(f"names= has {len(names)} entries for {len(paths)} results")
+    return [(n, load_results(p)[0]) for n, p in zip(names, paths)]
+
+
+def _one(exps: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    if len(exps) != 1:
+        raise ValueError("this kind of block takes one results file")
+    return exps[0][1]
+
+
+def _int(attrs: dict[str, str], key: str, default: int) -> int:
+    return int(attrs.get(key, default))
+
+
+#: kind -> renderer(experiments, attrs): the text between the markers.
+RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], str]] = {
+    "tables": lambda exps, a: tables.all_tables(
+        _one(exps), _int(a, "report_update", 20), 1, _int(a, "speed_window", tables.SPEED_WINDOW),
+        _int(a, "final_window", tables.FINAL_WINDOW)),
+    "headline": lambda exps, a: tables.headline(
+        exps, _int(a, "final_window", tables.FINAL_WINDOW), _int(a, "speed_window", tables.SPEED_WINDOW)),
+}
+
+
+def render(attrs: dict[str, str], root: Path = ROOT) -> str:
+    """The text a block with these attributes holds (ends with a newline)."""
+    kind = attrs.get("kind", "tables")
+    if kind not in RENDERERS:
+        raise ValueError(f"unknown block kind {kind!r}: one of {sorted(RENDERERS)}")
+    text = RENDERERS[kind](_load(attrs, root), attrs)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def regenerate(text: str, root: Path = ROOT) -> tuple[str, list[str]]:
+    """``text`` with every block regenerated, and the names of the blocks that changed."""
+    changed, parts, pos = [], [], 0
+    for b in find_blocks(text):
+        new = render(b.attrs, root)
+        if new != b.body:
+            changed.append(b.name)
+        parts += [text[pos:b.start], new]
+        pos = b.end
+    return "".join(parts) + text[pos:], changed
+
+
+def check(paths: Sequence[Path], root: Path = ROOT) -> list[str]:
+    """``"FILE: NAME"`` for every stale block in ``paths``."""
+    return [f"{p}: {name}" for p in paths for name in regenerate(Path(p).read_text(), root)[1]]
+
+
+def update(paths: Sequence[Path], root: Path = ROOT) -> list[str]:
+    """Rewrite the stale blocks in ``paths``; returns what changed."""
+    changed = []
+    for p in map(Path, paths):
+        text, names = regenerate(p.read_text(), root)
+        if names:
+            p.write_text(text)
+            changed += [f"{p}: {n}" for n in names]
+    return changed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``check`` / ``update`` FILES, or ``store`` RESULTS DEST."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dense_vs_sparse.docs_blocks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for cmd in ("check", "update"):
+        sp = sub.add_parser(cmd)
+        sp.add_argument("files", nargs="+", type=Path)
+        sp.add_argument("--root", type=Path, default=ROOT, help="paths in results= are relative to this")
+    st = sub.add_parser("store", help="store a results.json compactly (gzip'd column-wise JSON) for the repository")
+    st.add_argument("results", type=Path)
+    st.add_argument("dest", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "store":
+        df, meta = load_results(args.results)
+        path = save_raw(df, meta, args.dest)
+        print(f"{path}: {len(df)} rows, {path.stat().st_size / 1024:.0f} kB")
+        return 0
+    if args.cmd == "check":
+        stale = check(args.files, args.root)
+        for s in stale:
+            print(f"stale: {s} (run: python -m benchmarks.dense_vs_sparse.docs_blocks update ...)", file=sys.stderr)
+        return 1 if stale else 0
+    for s in update(args.files, args.root):
+        print(f"updated: {s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
