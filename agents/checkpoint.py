@@ -38,6 +38,9 @@ _SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 class CheckpointError(OSError):
     """A checkpoint could not be written or read; the message names the file and what to do."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)  # the message alone, without OSError's "[Errno N]"
+
 
 def hf_dir_of(model_path: str | os.PathLike) -> Path:
     """``run/model.zip`` -> ``run/model_hf`` (the ``from_pretrained`` export saved with it)."""

@@ -90,11 +90,10 @@ class TrainConfig:
         10, "save a checkpoint (model.zip with optimiser, KL controller, RNG states and update counter; model_hf/) "
         "every N updates, atomically; also at the end and on SIGINT/SIGTERM; 0: only then"
     )
-    env_kwargs: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={"help": "further env keyword (any abc_gym EnvConfig field other than those with their own flag), "
-                  "KEY=VALUE with a JSON value, e.g. --env-kwarg min_new_tokens=48; repeatable",
-                  "flag": "--env-kwarg"},
+    env_kwargs: dict[str, Any] | None = _f(
+        None, "further env keyword (any abc_gym EnvConfig field other than those with their own flag), KEY=VALUE "
+        "with a JSON value, e.g. --env-kwarg min_new_tokens=48; repeatable (None: the env id's own settings)",
+        flag="--env-kwarg",
     )
     run_name: str | None = _f(None, "run directory name (default: <algo>_<mode>_seed<seed>_<time>)")
     progress: bool = _f(True, "progress bar")
@@ -104,7 +103,7 @@ class TrainConfig:
         """Raise ``ValueError`` naming the flag, the value and the allowed range for the first bad value."""
         from abc_gym.credit import check_beta, check_reward_mode
 
-        _check_types(self)
+        check_types(self)
         if self.algo not in REGISTRY:  # read now: agents.registry.register_algorithm may have added one
             raise ValueError(f"unknown algorithm {self.algo!r}: use one of {', '.join(REGISTRY)}")
         check_reward_mode(self.reward_mode)
@@ -159,7 +158,7 @@ class TrainConfig:
 OWN_FLAG_ENV_KWARGS = {"reward_mode": "--reward-mode", "beta": "--beta", "device": "--device", "reward_device": "--reward-device"}
 
 
-def _check_types(cfg: TrainConfig) -> None:
+def check_types(cfg: TrainConfig) -> None:
     """Every field of the type its annotation says (``--set lr=abc`` in the benchmark reaches here as a
     string), and every float finite: ``inf`` / NaN pass the range checks and crash mid-run as NaN logits."""
     hints = typing.get_type_hints(TrainConfig)
@@ -201,7 +200,7 @@ def check_run_name(name: str | None) -> None:
         )
 
 
-def check_env(env_id: str, env_kwargs: dict[str, Any]) -> None:
+def check_env(env_id: str, env_kwargs: dict[str, Any] | None) -> None:
     """``--env`` registered and ``--env-kwarg`` accepted by abc_gym's ``EnvConfig`` (checked without loading a model)."""
     import gymnasium as gym
 
@@ -211,6 +210,7 @@ def check_env(env_id: str, env_kwargs: dict[str, Any]) -> None:
     if env_id not in gym.registry:
         known = ", ".join(k for k in gym.registry if k.startswith("abc_gym/"))
         raise ValueError(f"--env {env_id}: no such registered env; use one of {known}")
+    env_kwargs = env_kwargs or {}
     own = sorted(k for k in env_kwargs if k in OWN_FLAG_ENV_KWARGS)
     if own:
         raise ValueError(f"--env-kwarg {own[0]}=...: use {OWN_FLAG_ENV_KWARGS[own[0]]} (a flag of its own)")

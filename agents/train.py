@@ -66,7 +66,7 @@ def _make_env(cfg: TrainConfig, rows: int, seed: int):
     """The batched token env of ``cfg``: ``rows`` rows seeded ``seed + i``, its reward model on ``cfg.reward_device``."""
     from agents.env_util import make_token_vec_env
 
-    extra = {**cfg.env_kwargs, **({} if cfg.reward_device is None else {"reward_device": cfg.reward_device})}
+    extra = {**(cfg.env_kwargs or {}), **({} if cfg.reward_device is None else {"reward_device": cfg.reward_device})}
     return make_token_vec_env(
         cfg.env_id, num_envs=rows, reward_mode=cfg.reward_mode, beta=cfg.beta, device=cfg.device, seed=seed, **extra
     )
@@ -453,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {default})")
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction
-        elif base is dict:  # --env-kwarg KEY=VALUE, repeatable; main() makes the pairs a dict
+        elif typing.get_origin(base) is dict:  # --env-kwarg KEY=VALUE, repeatable; main() makes the pairs a dict
             kw.update(action="append", type=_env_kwarg, metavar="KEY=VALUE")
         else:
             kw["type"] = _none_or(base) if optional else base

@@ -9,6 +9,7 @@ import math
 import os
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from benchmarks.dense_vs_sparse.tables import SPEED_WINDOW, report
 from benchmarks.dense_vs_sparse.training import config_hash, parse_set, run_config
 
 PROG = "python -m benchmarks.dense_vs_sparse"
+REPORT_UPDATE = 20  # the paper's early update
 
 
 def _default_text(field: str, defaults: dict[str, Any]) -> str:
@@ -100,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = ap.add_argument_group("report")
     rep.add_argument("--out", default=None, help="output folder (default results/dense_vs_sparse[_SWEEP] or results/credit_fidelity)")
-    rep.add_argument("--report-update", type=int, default=20, help="the early update the table reports (paper: 20)")
+    rep.add_argument("--report-update", type=int, default=None,
+                     help=f"the early update the table reports (default {REPORT_UPDATE}, the paper's, or the last "
+                          "update of shorter runs)")
     rep.add_argument("--smooth", type=int, default=1,
                      help="trailing moving-average window for the plots (1 = raw, as the paper)")
     rep.add_argument("--speed-window", type=int, default=SPEED_WINDOW,
@@ -128,17 +132,72 @@ def _abc_default_beta() -> float:
     return float(inspect.signature(abc_credit).parameters["beta"].default)
 
 
+#: Lower bounds of the integer flags (``None``: not given, a default applies later).
+_AT_LEAST = {
+    "seeds": 1, "seed_offset": 0, "n_updates": 1, "quick_updates": 1, "episodes_per_update": 1, "jobs": 1,
+    "threads_per_job": 1, "report_update": 1, "smooth": 1, "speed_window": 1, "fidelity_episodes": 1,
+    "fidelity_batch": 1, "fidelity_seed": 0,
+}
+
+
+def _check_ranges(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` naming the flag, the value and the allowed range for the first bad one."""
+    for name, low in _AT_LEAST.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be >= {low}")
+    for lo, hi in args.lengths:
+        if lo < 1:
+            raise ValueError(f"--lengths {lo}-{hi}: a completion has at least 1 new token; use MIN-MAX with 1 <= MIN <= MAX")
+    for beta in [*args.betas, *([] if args.beta is None else [args.beta])]:
+        if not 0.0 <= beta <= 1.0:  # also refuses NaN
+            raise ValueError(f"--beta(s) {beta}: must be in [0, 1]")
+
+
+def _check_set_values(overrides: dict[str, Any]) -> None:
+    """Each ``--set FIELD=VALUE`` of TrainConfig's type and finite, named as the user wrote it."""
+    from agents.config import check_types
+
+    cls = train_config_class()
+    for key, value in overrides.items():
+        try:
+            check_types(cls(**{key: value}))
+        except ValueError as err:
+            raise ValueError(f"--set {key}={value!r}: {str(err).split(': ', 1)[-1]}") from err
+
+
+def _check_env_id(env_id: str) -> None:
+    """``--env-id`` a registered id (abc_gym's, or a length variant ``<name>-MIN-MAX-vN``)."""
+    from gymnasium.envs.registration import registry
+
+    from benchmarks.dense_vs_sparse.plan import ensure_env
+
+    try:
+        ensure_env(env_id)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--env-id {env_id}: {err}") from err
+    if env_id not in registry:
+        known = ", ".join(k for k in registry if k.startswith("abc_gym/"))
+        raise ValueError(f"--env-id {env_id}: no such registered env; use one of {known}")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and complete the arguments: presets (--quick, --smoke) and TrainConfig's defaults filled in."""
     ap = build_parser()
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     defaults = train_defaults()
+    try:  # every value before any work: a 0 would otherwise fall back to a default below, or fail after training
+        _check_ranges(args)
+    except ValueError as err:
+        ap.error(str(err))
     if args.set:
         if not defaults:
             ap.error("--set needs agents.train (TrainConfig), which is not importable")
         try:
-            check_overrides(parse_set(args.set), {f.name for f in dataclasses.fields(train_config_class())})
+            overrides = parse_set(args.set)
+            check_overrides(overrides, {f.name for f in dataclasses.fields(train_config_class())})
+            _check_set_values(overrides)
         except (ValueError, argparse.ArgumentTypeError) as err:
             ap.error(str(err))
     if args.quick:
@@ -149,7 +208,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.env_id = args.env_id or QUICK["env_id"]
     if args.smoke:
         args.seeds, args.n_updates = 1, 2
-        args.report_update = min(args.report_update, args.n_updates)
     args.seeds = 5 if args.seeds is None else args.seeds
     args.modes = args.modes or (["sparse", "abc"] if args.sweep == "algos" else list(DEFAULT_MODES))
     args.algo = args.algo or BENCH_OVERRIDES["algo"][0]
@@ -162,6 +220,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.beta is None:
         args.beta = defaults["beta"] if "beta" in defaults else _abc_default_beta()
     args.threads_per_job = args.threads_per_job or max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
+    if args.report_update is None:
+        args.report_update = REPORT_UPDATE if args.from_results else min(REPORT_UPDATE, args.n_updates)
+    elif args.report_update > args.n_updates and not (args.fidelity or args.from_results or args.smoke):
+        ap.error(f"--report-update {args.report_update}: the runs have only {args.n_updates} updates; "
+                 f"use 1 <= --report-update <= {args.n_updates}")
+    if not (args.fidelity or args.from_results):
+        try:
+            _check_env_id(args.env_id)
+        except ValueError as err:
+            ap.error(str(err))
     if args.out is None:
         if args.from_results and args.from_results.endswith(".json.gz"):  # raw results in docs/raw: redraw elsewhere
             args.out = "results/from_raw/" + Path(args.from_results).name.split(".")[0]
@@ -188,68 +256,127 @@ def train_benchmark(args: argparse.Namespace, t0: float) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows: list[dict[str, Any]] = []
-    runs: dict[str, dict[str, Any]] = {}  # run name -> its run config and hash (what --resume checks)
-    commands: list[str] = []
-    if args.resume and path.exists():
-        payload = json.loads(path.read_text())
-
-        def fresh_config(spec: RunSpec) -> dict[str, Any]:
-            """A stored run's config under this command's settings (also for stored runs it does not plan)."""
-            if spec.name in configs:
-                return configs[spec.name]
-            if args.sweep != "algos":  # outside the algos sweep the learner is one setting for all runs
-                spec = dataclasses.replace(spec, algo=args.algo)
-            return run_config(spec, settings)
+    try:  # before any training: the folders are writable, and no other benchmark writes --out
+        if args.log_dir is not None:
+            _check_writable("--log-dir", Path(args.log_dir))
+        _check_writable("--out", out)
+        from agents.run_lock import DirectoryLocked, DirLock
 
         try:
-            check_resume(payload, fresh_config, path)
-        except ResumeError as err:
-            print(err, file=sys.stderr)
-            return 2
-        rows = load_results(path)[0].to_dict("records")  # NaN, not None, for metrics an agent did not report
-        runs = dict(payload["meta"]["runs"])
-        commands = list(payload["meta"].get("commands", []))
-    done = {row_spec(r).name for r in rows}
-    todo = [s for s in specs if s.name not in done]
-    print(f"{len(todo)} runs to do ({len(specs) - len(todo)} already stored): seeds "
-          f"{list(range(args.seed_offset, args.seed_offset + args.seeds))}, {args.algo}, {args.n_updates} updates x "
-          f"{args.episodes_per_update} completions, {args.jobs} job(s) x {args.threads_per_job} thread(s)", flush=True)
+            lock = DirLock(out, "--out folder")
+        except DirectoryLocked as err:
+            raise ValueError(str(err)) from None
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        rows: list[dict[str, Any]] = []
+        runs: dict[str, dict[str, Any]] = {}  # run name -> its run config and hash (what --resume checks)
+        commands: list[str] = []
+        if args.resume and path.exists():
+            payload = json.loads(path.read_text())
 
-    def meta(wall: float) -> dict[str, Any]:
-        m = run_meta(args, wall)
-        return {**m, "commands": [*commands, m["command"]], "runs": runs}
+            def fresh_config(spec: RunSpec) -> dict[str, Any]:
+                """A stored run's config under this command's settings (also for stored runs it does not plan)."""
+                if spec.name in configs:
+                    return configs[spec.name]
+                if args.sweep != "algos":  # outside the algos sweep the learner is one setting for all runs
+                    spec = dataclasses.replace(spec, algo=args.algo)
+                return run_config(spec, settings)
 
-    def on_done(spec: RunSpec, new_rows: list[dict[str, Any]]) -> None:
-        key = config_hash(configs[spec.name])
-        for r in new_rows:
-            r["config_hash"] = key
-        runs[spec.name] = {"hash": key, "config": configs[spec.name]}
-        rows.extend(new_rows)
-        last = new_rows[-1]
-        print(f"[{time.perf_counter() - t0:6.0f} s] {spec.name}: final RM {last.get('rm_score', math.nan):.2f}, "
-              f"gold {last.get('gold_score', math.nan):.3f} ({last['run_wall_s']:.0f} s)", flush=True)
-        save_results(rows, meta(time.perf_counter() - t0), out)
+            try:
+                _check_resume_tasks(payload, specs, args, path)
+                check_resume(payload, fresh_config, path)
+            except ResumeError as err:
+                print(err, file=sys.stderr)
+                return 2
+            rows = load_results(path)[0].to_dict("records")  # NaN, not None, for metrics an agent did not report
+            runs = dict(payload["meta"]["runs"])
+            commands = list(payload["meta"].get("commands", []))
+        done = {row_spec(r).name for r in rows}
+        todo = [s for s in specs if s.name not in done]
+        print(f"{len(todo)} runs to do ({len(specs) - len(todo)} already stored): seeds "
+              f"{list(range(args.seed_offset, args.seed_offset + args.seeds))}, {args.algo}, {args.n_updates} updates x "
+              f"{args.episodes_per_update} completions, {args.jobs} job(s) x {args.threads_per_job} thread(s)", flush=True)
 
-    with stop_on_signals():  # inside it, a second Ctrl-C cannot cut the clean-up short
-        try:
-            run_specs(todo, settings, args.jobs, on_done)
-        except Interrupted as stop:
-            kept = len({row_spec(r).name for r in rows})
-            if rows:
+        def meta(wall: float) -> dict[str, Any]:
+            m = run_meta(args, wall)
+            return {**m, "commands": [*commands, m["command"]], "runs": runs}
+
+        def on_done(spec: RunSpec, new_rows: list[dict[str, Any]]) -> None:
+            key = config_hash(configs[spec.name])
+            for r in new_rows:
+                r["config_hash"] = key
+            runs[spec.name] = {"hash": key, "config": configs[spec.name]}
+            rows.extend(new_rows)
+            last = new_rows[-1]
+            print(f"[{time.perf_counter() - t0:6.0f} s] {spec.name}: final RM {last.get('rm_score', math.nan):.2f}, "
+                  f"gold {last.get('gold_score', math.nan):.3f} ({last['run_wall_s']:.0f} s)", flush=True)
+            save_results(rows, meta(time.perf_counter() - t0), out)
+
+        with stop_on_signals():  # inside it, a second Ctrl-C cannot cut the clean-up short
+            try:
+                run_specs(todo, settings, args.jobs, on_done)
+            except Interrupted as stop:
+                kept = len({row_spec(r).name for r in rows})
+                stopped = " (worker processes stopped)" if args.jobs > 1 and len(todo) > 1 else ""
+                if not rows:  # no results.json to point at: the same command starts afresh
+                    print(f"interrupted by {stop}{stopped} before any run finished: nothing saved; start again with: "
+                          f"{PROG} {shlex.join(args.argv)}", file=sys.stderr, flush=True)
+                    return stop.exit_code
                 save_results(rows, meta(time.perf_counter() - t0), out)  # again: the signal may have cut a save short
-            argv = args.argv if "--resume" in args.argv else [*args.argv, "--resume"]
-            stopped = " (worker processes stopped)" if args.jobs > 1 and len(todo) > 1 else ""
-            print(f"interrupted by {stop}{stopped}: kept {kept} finished run(s) of {len(specs)} in {path}; "
-                  f"finish with: {PROG} {shlex.join(argv)}", file=sys.stderr, flush=True)
-            return stop.exit_code
-    wall = time.perf_counter() - t0
-    m = meta(wall)
-    save_results(rows, m, out)
-    header = f"Command: `{m['command']}`; run time {wall:.0f} s.\n\n"
-    print(report(pd.DataFrame(rows), out, args.report_update, args.smooth, header, args.speed_window))
-    print(f"total run time: {wall:.0f} s ({wall / 60:.1f} min) -> {out}")
-    return 0
+                argv = args.argv if "--resume" in args.argv else [*args.argv, "--resume"]
+                print(f"interrupted by {stop}{stopped}: kept {kept} finished run(s) of {len(specs)} in {path}; "
+                      f"finish with: {PROG} {shlex.join(argv)}", file=sys.stderr, flush=True)
+                return stop.exit_code
+        wall = time.perf_counter() - t0
+        if not todo and args.resume and path.exists():  # nothing run: results.json (and its meta.command) stay as they are
+            m = json.loads(path.read_text())["meta"]
+            header = f"Command: `{m.get('command', '?')}`; run time {m.get('wall_s', math.nan):.0f} s.\n\n"
+        else:
+            m = meta(wall)
+            save_results(rows, m, out)
+            header = f"Command: `{m['command']}`; run time {wall:.0f} s.\n\n"
+        print(report(pd.DataFrame(rows), out, args.report_update, args.smooth, header, args.speed_window))
+        print(f"total run time: {wall:.0f} s ({wall / 60:.1f} min) -> {out}")
+        return 0
+    finally:
+        lock.release()
+
+
+def _check_writable(flag: str, folder: Path) -> None:
+    """``folder`` is (or can be made) a writable directory; ``ValueError`` naming the flag and the fix otherwise."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {folder}: {existing} is not a directory; pick another {flag}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag} {folder}: cannot write there ({err.strerror}); pick another {flag} or make it writable") from err
+
+
+def _check_resume_tasks(payload: dict[str, Any], specs: list[RunSpec], args: argparse.Namespace, path: Path) -> None:
+    """Refuse a ``--resume`` whose sweep or task is not the stored one: the tables would mix two tasks.
+
+    :func:`check_resume` compares each stored run with its own env; this compares the stored
+    runs' env ids with the one this command trains (``--env-id``; a length sweep may add lengths).
+    """
+    stored = {(r.get("sweep"), r.get("env_id")) for r in payload.get("rows", [])}
+    planned_sweep = args.sweep or "main"
+    sweeps = sorted({str(sw) for sw, _ in stored} - {planned_sweep})
+    if sweeps:
+        raise ResumeError(f"--resume refused: {path} holds runs of --sweep {sweeps[0]}, this command is "
+                          f"--sweep {planned_sweep}; resume with the stored sweep or pick another --out")
+    if planned_sweep == "length":
+        return
+    envs = sorted({str(env) for _, env in stored} - {s.env_id for s in specs})
+    if envs:
+        raise ResumeError(f"--resume refused: the runs stored in {path} are on --env-id {envs[0]}, this command's are "
+                          f"on {args.env_id}; resume with --env-id {envs[0]}, or pick another --out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,7 +393,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.from_results:
-        df, meta = load_results(args.from_results)
+        try:
+            df, meta = load_results(args.from_results)
+        except FileNotFoundError as err:
+            print(f"error: --from-results {args.from_results}: {err}", file=sys.stderr)
+            return 2
+        except (TypeError, KeyError, AttributeError, ValueError, UnicodeDecodeError) as err:  # a JSON list, another file
+            print(f"error: --from-results {args.from_results}: not a results file of this benchmark (a results.json "
+                  f"object with 'meta' and 'rows', or a results.csv; {type(err).__name__}: {err}); pass one, or the "
+                  "folder holding it", file=sys.stderr)
+            return 2
         header = f"Results from `{meta.get('command', args.from_results)}`" + (
             f", run time {meta['wall_s']:.0f} s.\n\n" if meta.get("wall_s") else ".\n\n")
         print(report(df, out, args.report_update, args.smooth, header, args.speed_window))
