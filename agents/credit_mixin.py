@@ -123,7 +123,7 @@ class CreditAssignmentMixin:
 
     def _excluded_save_params(self) -> list[str]:
         # The horizon and the episode state belong to one learn() call: a loaded model starts afresh.
-        per_call = ["max_updates", "_update_horizon", "_in_episode", "_t0", "dp"]
+        per_call = ["max_updates", "_update_horizon", "_in_episode", "_t0", "dp", "_standalone_callback"]
         return [*super()._excluded_save_params(), "ref_model", "_ref_cache", "on_update", *per_call]  # type: ignore[misc]
 
     # ------------------------------------------------------------------ horizon
@@ -316,6 +316,21 @@ class CreditAssignmentMixin:
             if value is not None:
                 self.logger.record(f"rlhf/{key}", value)  # type: ignore[attr-defined]
         self.kl_ctl.update(self._rollout_stats["kl"], self._rollout_stats["episodes"])
+
+    def collect_rollout(self) -> Any:
+        """One rollout outside ``learn()`` (benchmarks, inspection): the buffer, filled with complete,
+        credited episodes of ``n_steps`` per env. The first call sets up as ``learn`` does (env reset,
+        counters from 0); later calls continue. Nothing is trained."""
+        if getattr(self, "_standalone_callback", None) is None:
+            _, self._standalone_callback = self._setup_learn(10**12, None)  # type: ignore[attr-defined]
+        if not self.collect_rollouts(self.env, self._standalone_callback, self.rollout_buffer, self.n_steps):  # type: ignore[attr-defined]
+            raise RuntimeError("collect_rollout(): the run's update horizon is reached")
+        return self.rollout_buffer  # type: ignore[attr-defined]
+
+    def update(self) -> None:
+        """The algorithm's update on the buffer's rollout (what ``learn`` runs after each rollout), without
+        the metrics row: with :meth:`collect_rollout`, times or inspects one update."""
+        self._update()
 
     # ------------------------------------------------------------------ update
     def train(self) -> None:

@@ -45,6 +45,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from agents import compat
+
 __all__ = ["LOCAL", "DataParallel", "check_data_parallel", "data_parallel", "launched_by_torchrun", "rank_device"]
 
 TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")  # set by torchrun in every rank
@@ -174,7 +176,7 @@ class DataParallel:
     def sharded_minibatches(self, algo: Any) -> Iterator[None]:
         """During an SB3 ``train()``: the rollout buffer yields this rank's share of each global minibatch.
 
-        The buffer's ``get(batch_size)`` is replaced (for the duration only) by :meth:`_sharded_get`
+        The buffer's ``get(batch_size)`` draws from :meth:`_sharded_get` (its ``minibatch_source`` hook, for the duration only)
         and the algorithm's own per-minibatch whitening is switched off (done globally there).
         One process: nothing changes.
         """
@@ -182,12 +184,12 @@ class DataParallel:
             yield
             return
         buffer, normalize = algo.rollout_buffer, bool(getattr(algo, "normalize_advantage", False))
-        buffer.get = lambda batch_size=None: self._sharded_get(buffer, batch_size, normalize)
+        buffer.minibatch_source = lambda batch_size: self._sharded_get(buffer, batch_size, normalize)
         algo.normalize_advantage = False
         try:
             yield
         finally:
-            del buffer.get
+            buffer.minibatch_source = None
             algo.normalize_advantage = normalize
 
     def _sharded_get(self, buffer: Any, batch_size: int | None, normalize: bool) -> Iterator[Any]:
@@ -201,7 +203,7 @@ class DataParallel:
             n_chunks -= 1  # as CreditBufferMixin.get: never a 1-transition minibatch
         n_chunks = max(1, min(n_chunks, int(self.min(len(local)))))
         for chunk in np.array_split(local, n_chunks):
-            sample = buffer._get_samples(chunk)
+            sample = compat.buffer_samples(buffer, chunk)
             advantages, _ = self.minibatch_setup(sample.advantages, normalize)
             yield sample._replace(advantages=advantages)
 
@@ -226,7 +228,7 @@ class DataParallel:
     def _grad_ready(self, param: torch.Tensor) -> None:
         if not self._queued:
             self._queued = True
-            torch.autograd.Variable._execution_engine.queue_callback(self._reduce_grads)
+            compat.queue_after_backward(self._reduce_grads)
 
     @torch.no_grad()
     def _reduce_grads(self) -> None:
@@ -299,7 +301,9 @@ def rank_device(device: str, local_rank: int, local_world_size: int = 1) -> tupl
     refused for several (they would share one GPU, which NCCL does not allow).
     """
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        from abc_gym.device import resolve_device  # abc_gym's one "auto" rule
+
+        device = str(resolve_device("auto"))
     dev = torch.device(device)
     if dev.type != "cuda":
         return "cpu", "gloo"

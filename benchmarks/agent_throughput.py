@@ -112,12 +112,11 @@ def _peak_mb() -> float:
 def job_rollout(new_tokens: int, use_cache: bool, n_envs: int, repeats: int, policy: str | None = None) -> dict[str, Any]:
     model = _setup(new_tokens, n_envs, policy=policy)
     model.policy.use_cache = use_cache
-    _, callback = model._setup_learn(10**12, None)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, 1)  # warm-up
+    model.collect_rollout()  # warm-up
     t = time.perf_counter()
     tokens = 0
     for _ in range(repeats):
-        model.collect_rollouts(model.env, callback, model.rollout_buffer, 1)
+        model.collect_rollout()
         tokens += model.rollout_buffer.n_valid
     dt = time.perf_counter() - t
     return {"tokens_per_s": tokens / dt, "seconds": dt, "peak_mb": _peak_mb()}
@@ -128,12 +127,11 @@ def job_update(new_tokens: int, sequence_level: bool, n_envs: int) -> dict[str, 
     from stable_baselines3 import PPO as SB3PPO
 
     model = _setup(new_tokens, n_envs)
-    _, callback = model._setup_learn(10**12, None)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, 1)
+    model.collect_rollout()
     torch.manual_seed(0)
     t = time.perf_counter()
     if sequence_level:
-        model._update()
+        model.update()
     else:
         SB3PPO.train(model)  # the transition-level update, on the same buffer
     dt = time.perf_counter() - t
@@ -174,17 +172,13 @@ def rollout_timer(
 ):
     """A timer of one TokenPPO rollout (n_steps=1: one complete episode per env); ``model.rollout_buffer.n_valid`` tokens.
     ``compile_decode`` and ``sampler``: the policy's fast options (set on the policy and its caches before each rollout)."""
-    if not hasattr(model, "_bench_callback"):
-        _, model._bench_callback = model._setup_learn(10**12, None)
 
     def once() -> float:
-        model.device_rollout, model.policy.use_cache = device_rollout, use_cache
-        model.policy.compile_decode, model.policy.sampler = compile_decode, sampler
-        for cache in model.policy._caches.values():
-            cache.compile_step = compile_decode
+        model.device_rollout, model.policy.use_cache, model.policy.sampler = device_rollout, use_cache, sampler
+        model.policy.set_compile_decode(compile_decode)
         _sync(model.device.type)
         t = time.perf_counter()
-        model.collect_rollouts(model.env, model._bench_callback, model.rollout_buffer, 1)
+        model.collect_rollout()
         _sync(model.device.type)
         return time.perf_counter() - t
 
@@ -238,15 +232,13 @@ def time_update(model, sequence_level: bool) -> tuple[float, int]:
     import torch
     from stable_baselines3 import PPO as SB3PPO
 
-    if not hasattr(model, "_bench_callback"):
-        _, model._bench_callback = model._setup_learn(10**12, None)
     model.device_rollout = sequence_level  # SB3's per-transition update reads the stored observations
-    model.collect_rollouts(model.env, model._bench_callback, model.rollout_buffer, 1)
+    model.collect_rollout()
     torch.manual_seed(0)
     _sync(model.device.type)
     t = time.perf_counter()
     if sequence_level:
-        model._update()
+        model.update()
     else:
         SB3PPO.train(model)
     _sync(model.device.type)
@@ -383,7 +375,7 @@ def options_table(args: argparse.Namespace, policy: str | None, rm: str | None, 
 # (phase, file suffix, function): cumulative cProfile time of that function is the phase's time
 PHASES = (
     ("policy forward (all steps)", "agents/policy.py", "forward"),
-    ("  trunk with KV cache", "agents/policy.py", "last_hidden"),
+    ("  trunk with KV cache", "agents/kv_cache.py", "last_hidden"),
     ("  sampling (torch.multinomial)", "torch/distributions/categorical.py", "sample"),
     ("env steps (all)", "abc_gym/core.py", "step_autoreset"),
     ("  scoring finished rows", "abc_gym/core.py", "score_rows"),
@@ -399,7 +391,7 @@ def profile_phases(sampler: str = "multinomial") -> list[tuple[str, str, str]]:
     """:data:`PHASES`, with the sampling row of ``sampler`` (the inverse-CDF sampler is its own function)."""
     phases = list(PHASES)
     if sampler == "inverse_cdf":
-        phases[2] = ("  sampling (inverse CDF)", "agents/policy.py", "inverse_cdf_sample")
+        phases[2] = ("  sampling (inverse CDF)", "agents/sampling.py", "inverse_cdf_sample")
     return phases
 
 

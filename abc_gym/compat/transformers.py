@@ -1,19 +1,9 @@
-"""transformers internals used by abc_gym and agents.
+"""transformers internals used by abc_gym.
 
 Checked against transformers 5.0.0 (the declared floor), 5.17.0 and 5.24.0.
 
-- Cache keyword and output field: transformers 5.0-5.17 call the decoder cache
-  ``past_key_values`` (forward keyword and ``BaseModelOutputWithPast`` field); later 5.x
-  releases renamed both to ``cache``. :func:`forward_with_cache` picks the name the
-  model's own ``forward`` declares, so one call works on every 5.x.
-- ``DynamicCache(ddp_cache_data=...)`` and ``cache.layers[i].keys / .values``: the same
-  in every 5.x checked.
-- :class:`RowWriteCache` (the policy's fixed-shape per-row KV cache): a ``DynamicCache``
-  whose ``layers`` are ``DynamicLayer`` subclasses overriding ``update``, ``get_seq_length``
-  and ``get_mask_sizes``. The last changed its argument (``cache_position`` in 5.0-5.17,
-  ``query_length`` later); the override takes either. ``StaticCache`` does not fit: it
-  writes every row at one shared ``cache_position``, and token-env rows sit at their own
-  positions. Equal to the full forward within 1e-15 (float64) on 5.0.0 and 5.24.0.
+- The decoder caches the agents' KV cache is built on live in :mod:`agents.compat.transformers`
+  (the env never uses a cache).
 - The attention plumbing behind :mod:`abc_gym.attention`: ``AttentionInterface``,
   ``integrations.sdpa_attention.{sdpa_attention_forward, repeat_kv}``,
   ``masking_utils.{ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask}`` and the private class flag
@@ -37,15 +27,12 @@ Checked against transformers 5.0.0 (the declared floor), 5.17.0 and 5.24.0.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AttentionInterface, DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.models.auto.modeling_auto import (
@@ -59,11 +46,6 @@ __all__ = [
     "AttentionInterface",
     "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
     "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
-    "RowWriteCache",
-    "cache_from_layers",
-    "cache_keyword",
-    "cache_layers",
-    "forward_with_cache",
     "capture_output",
     "missing_keys",
     "quiet_loading",
@@ -73,109 +55,6 @@ __all__ = [
     "sequence_score_head",
     "supports_attention_backend",
 ]
-
-
-@cache
-def _cache_keyword(forward_owner: type) -> str:
-    """``"cache"`` (newer 5.x) or ``"past_key_values"`` (5.0-5.17), read off ``forward``'s signature."""
-    params = inspect.signature(forward_owner.forward).parameters
-    if "cache" in params:
-        return "cache"
-    if "past_key_values" in params:
-        return "past_key_values"
-    raise TypeError(
-        f"{forward_owner.__name__}.forward takes neither 'cache' nor 'past_key_values': it cannot be stepped "
-        "with a KV cache (pass use_cache=False to the policy)"
-    )
-
-
-def cache_keyword(model: nn.Module) -> str:
-    """The keyword ``model.forward`` takes its cache by (see ``_cache_keyword``); read once per class,
-    so a compiled caller can pass it as a constant."""
-    return _cache_keyword(type(model))
-
-
-def forward_with_cache(model: nn.Module, cache: DynamicCache, **kwargs: Any) -> tuple[Any, DynamicCache]:
-    """Run ``model(**kwargs, use_cache=True)`` with ``cache``; returns ``(output, updated cache)``."""
-    out = model(**kwargs, **{cache_keyword(model): cache}, use_cache=True)
-    new_cache = getattr(out, "cache", None)
-    if new_cache is None:
-        new_cache = out.past_key_values
-    return out, new_cache
-
-
-def cache_from_layers(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    """A ``DynamicCache`` holding per-layer ``(keys, values)``, each ``(B, H, S, D)`` (empty: a new cache)."""
-    return DynamicCache(ddp_cache_data=layers) if layers else DynamicCache()
-
-
-def cache_layers(cache: DynamicCache) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per-layer keys and values of ``cache``, each ``(B, H, S, D)``."""
-    return [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
-
-
-class _RowWriteLayer(DynamicLayer):
-    """A fixed-shape cache layer: ``(N, H, C, D)`` buffers; ``update`` writes the one new token of
-    every row at that row's own slot, in place, and returns the whole buffers."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        super().__init__()
-        self.keys, self.values = keys, values
-        self.device, self.dtype = keys.device, keys.dtype
-        self.is_initialized = True
-        self.rows = torch.arange(keys.shape[0], device=keys.device)
-        self.write_pos: torch.Tensor | None = None
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        self.keys[self.rows, :, self.write_pos] = key_states[:, :, -1].to(self.dtype)
-        self.values[self.rows, :, self.write_pos] = value_states[:, :, -1].to(self.dtype)
-        return self.keys, self.values
-
-    def get_seq_length(self, *args: Any, **kwargs: Any) -> int:
-        # The model places its one new query after C - 1 "past" slots, so its causal mask spans all
-        # C slots and the observation's padding mask alone decides what each row sees.
-        return self.keys.shape[-2] - 1
-
-    def get_mask_sizes(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
-        # 5.0-5.17: get_mask_sizes(cache_position); later 5.x: get_mask_sizes(query_length). Both: (C, 0).
-        return self.keys.shape[-2], 0
-
-
-class RowWriteCache(DynamicCache):
-    """A ``DynamicCache`` whose layers are fixed ``(N, H, C, D)`` buffers written in place at per-row slots.
-
-    transformers' ``StaticCache`` writes every row at one shared ``cache_position``; rows of
-    token envs sit at different positions (prompts of different lengths, right padding), so
-    this cache keeps each row in the observation's own layout instead. A forward with it takes
-    one new token per row, ``position_ids`` ``(N, 1)`` (set by :meth:`set_write_positions`
-    too) and the ``(N, C)`` padding mask of the whole buffer. Relies on: ``DynamicLayer``,
-    ``Cache.layers`` and the layer methods ``update`` / ``get_seq_length`` / ``get_mask_sizes``
-    (whose argument changed from ``cache_position`` to ``query_length`` after 5.17).
-    """
-
-    @classmethod
-    def allocate(cls, keys: list[torch.Tensor], values: list[torch.Tensor], n_rows: int, capacity: int) -> RowWriteCache:
-        """Zeroed buffers shaped like the per-layer ``keys`` / ``values`` ``(R, H, S, D)``, with ``n_rows`` rows and ``capacity`` slots."""
-        cache = cls()
-        cache.layers = [
-            _RowWriteLayer(
-                k.new_zeros(n_rows, k.shape[1], capacity, k.shape[3]), v.new_zeros(n_rows, v.shape[1], capacity, v.shape[3])
-            )
-            for k, v in zip(keys, values)
-        ]
-        return cache
-
-    def set_write_positions(self, positions: torch.Tensor) -> None:
-        """``(N,)`` slot each row's next token is written to."""
-        for layer in self.layers:
-            layer.write_pos = positions
-
-    def write_rows(self, rows: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        """Copy per-layer ``(R, H, S, D)`` keys/values into slots ``[0, S)`` of ``rows``."""
-        for layer, k, v in zip(self.layers, keys, values):
-            s = k.shape[2]
-            layer.keys[rows, :, :s] = k.to(layer.dtype)
-            layer.values[rows, :, :s] = v.to(layer.dtype)
 
 
 def supports_attention_backend(model: nn.Module) -> bool:

@@ -1,4 +1,4 @@
-"""stable-baselines3 / sb3-contrib internals used by agents, in one place.
+"""stable-baselines3 / sb3-contrib internals used by agents, in one place (``agents.compat.sb3``).
 
 Each item was checked against stable-baselines3 and sb3-contrib 2.6.0 (the declared floor)
 and 2.9.2 (the newest tested). Protected members that SB3 subclasses normally use
@@ -24,6 +24,8 @@ and 2.9.2 (the newest tested). Protected members that SB3 subclasses normally us
   policy_objective_gradients, grad_kl, grad_shape)``; sb3-contrib picks the actor's
   parameters by name (``"value" not in name``), which drops GPT-NeoX's ``query_key_value``:
   :func:`trpo_actor_gradients` takes the parameters by identity instead.
+- ``RolloutBuffer._get_samples(batch_inds)`` (``DictRolloutBuffer`` / ``MaskableDictRolloutBuffer``
+  too): the minibatch of flat indices ``batch_inds``, as ``get`` yields it: :func:`buffer_samples`.
 - ``stable_baselines3.common.logger.CSVOutputFormat`` (``file``, ``keys``, ``separator``,
   ``quotechar``) always truncates ``progress.csv``: :func:`append_csv_format` continues it.
 """
@@ -35,6 +37,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
@@ -109,3 +112,8 @@ def append_csv_format(filename: str) -> CSVOutputFormat:
     fmt.separator, fmt.quotechar = ",", '"'
     fmt.file.seek(0, os.SEEK_END)
     return fmt
+
+
+def buffer_samples(buffer: Any, indices: np.ndarray) -> Any:
+    """The buffer's minibatch of flat ``indices`` (after ``prepare_flat``), the named tuple its ``get`` yields."""
+    return buffer._get_samples(indices)
