@@ -137,7 +137,7 @@ def test_from_results_redraws_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "| abc (beta 0.8) - sparse | RM, updates 1-3 | 2 | 1.00 [1.00, 1.00] | 1.00 | 2/2 [0.16, 1.00] | n/a | n/a | no difference detected |" in text
     # gold rises exactly with RM in every seed -> correlation 1
     assert "1.00 [1.00, 1.00] |" in text.split("corr(RM, gold)")[1]
-    for name in ("curves", "diagnostics", "gold_vs_rm"):
+    for name in ("curves", "diagnostics", "gold_vs_rm", "reach"):
         assert (out / f"{name}_Tiny_task.png").stat().st_size > 1000
     # the CSV holds the same rows and redraws the same table
     out_csv = tmp_path / "redraw_csv"

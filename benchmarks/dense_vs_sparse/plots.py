@@ -1,4 +1,4 @@
-"""Learning-curve plots (RM and gold, KL and value loss) and the gold-vs-RM trajectory, as PNGs."""
+"""Learning-curve plots (RM and gold, KL and value loss), the gold-vs-RM trajectory and updates-to-reach, as PNGs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pandas as pd
 from benchmarks import stats
 from benchmarks.dense_vs_sparse.defaults import METRIC_LABELS
 from benchmarks.dense_vs_sparse.plan import slug
-from benchmarks.dense_vs_sparse.tables import seed_matrix
+from benchmarks.dense_vs_sparse.tables import LEVELS, SPEED_WINDOW, final_updates, reach_levels, seed_frame, seed_matrix
 
 
-def plot_task(df: pd.DataFrame, out: Path, task: str, smooth: int) -> list[Path]:
-    """Learning curves (RM and gold side by side; KL and value loss) and the gold-vs-RM trajectory."""
+def plot_task(df: pd.DataFrame, out: Path, task: str, smooth: int, speed_window: int = SPEED_WINDOW) -> list[Path]:
+    """Learning curves (RM and gold side by side; KL and value loss), the gold-vs-RM trajectory, updates-to-reach."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,4 +68,43 @@ def plot_task(df: pd.DataFrame, out: Path, task: str, smooth: int) -> list[Path]
     fig.savefig(path)
     plt.close(fig)
     paths.append(path)
-    return paths
+    reach = plot_reach(df, out, task, speed_window)
+    return paths + ([reach] if reach else [])
+
+
+def plot_reach(df: pd.DataFrame, out: Path, task: str, speed_window: int = SPEED_WINDOW) -> Path | None:
+    """The speed figure: each seed's update reaching each RM level (the updates-to-reach table), never-reaching seeds at the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    updates = final_updates(df)
+    if not updates:
+        return None
+    _, _, _, marks = reach_levels(df, updates, LEVELS)
+    conds = list(dict.fromkeys(df["condition"]))
+    last = int(df["update"].max())
+    never_x = last * 1.08  # seeds that never reach the level sit right of the last update
+    fig, axes = plt.subplots(1, len(LEVELS), figsize=(5 * len(LEVELS), 0.5 * len(conds) + 1.6), dpi=90, sharey=True)
+    for ax, q, level in zip(np.atleast_1d(axes), LEVELS, marks):
+        for i, c in enumerate(conds):
+            wide = seed_frame(df[df.condition == c], "rm_score")
+            hits = stats.updates_to_reach(wide.columns.to_numpy(), wide.to_numpy(dtype=float), level, speed_window)
+            jitter = np.linspace(-0.15, 0.15, len(hits)) if len(hits) > 1 else np.zeros(1)
+            reached = np.isfinite(hits)
+            ax.plot(hits[reached], i + jitter[reached], "o", ms=5, alpha=0.8)
+            ax.plot(np.full((~reached).sum(), never_x), i + jitter[~reached], "x", color="grey", ms=6)
+            if reached.sum() * 2 > len(hits):  # the median is a number only when most seeds reach
+                ax.plot([np.median(hits)] * 2, [i - 0.3, i + 0.3], "k-", lw=1.5)
+        ax.axvline(last, color="grey", lw=0.6, ls=":")
+        ax.set_yticks(range(len(conds)), conds, fontsize=7)
+        ax.set_xlabel(f"first update, {speed_window}-update trailing mean (x: never)")
+        ax.set_title(f"RM {level:.2f} = {q:.0%} of the way to the best final level", fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"{task}: updates to reach, per seed (bar: median)", fontsize=9)
+    fig.tight_layout()
+    path = out / f"reach_{slug(task)}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -418,5 +418,5 @@ def report(
     text = header + all_tables(df, report_update, smooth, speed_window)
     (out / "tables.md").write_text(text)
     for task in dict.fromkeys(df["task"]):
-        plot_task(df[df.task == task], out, task, smooth)
+        plot_task(df[df.task == task], out, task, smooth, speed_window)
     return text
