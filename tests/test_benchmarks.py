@@ -396,6 +396,10 @@ def test_raw_results_round_trip_and_are_deterministic(tmp_path: Path) -> None:
     df_raw, meta = bench.load_results(a)
     assert meta == {"command": "tiny"} and list(df_raw.dtypes) == list(df_json.dtypes)
     assert tables.all_tables(df_raw, 2, 1) == tables.all_tables(df_json, 2, 1)
+    # floats keep 7 significant digits (float32's), unless asked for all
+    rows[0]["rm_score"] = 1.2345678912345
+    assert bench.load_results(save_raw(rows, {}, tmp_path / "c.json.gz"))[0]["rm_score"][0] == 1.234568
+    assert bench.load_results(save_raw(rows, {}, tmp_path / "d.json.gz", significant=None))[0]["rm_score"][0] == 1.2345678912345
 
 
 def _markdown_files() -> list[Path]:
