@@ -433,6 +433,17 @@ def test_docs_block_detects_a_changed_number(tmp_path: Path) -> None:
         docs_blocks.render({"results": str(RAW_FIXTURE), "kind": "nope"})
 
 
+def test_docs_block_parts_are_the_full_tables_pieces() -> None:
+    from benchmarks.dense_vs_sparse import docs_blocks
+
+    full = docs_blocks.render({"results": str(RAW_FIXTURE), "kind": "tables", "report_update": "5"})
+    for kind in ("conditions", "diagnostics", "comparisons", "levels"):
+        part = docs_blocks.render({"results": str(RAW_FIXTURE), "kind": kind, "task": "40-59", "report_update": "5"})
+        assert part.strip() in full  # the same text, Holm family included, as the whole-file tables
+    with pytest.raises(ValueError, match="no task matches"):
+        docs_blocks.render({"results": str(RAW_FIXTURE), "kind": "levels", "task": "90-109"})
+
+
 def test_headline_from_raw_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from benchmarks.dense_vs_sparse import tables
 

@@ -8,8 +8,10 @@ A markdown file marks a generated block as::
 
 ``results`` is one or more comma-separated paths (relative to the repository root) to
 raw results (:func:`benchmarks.dense_vs_sparse.results.save_raw`, or a results.json);
-``kind`` picks the renderer in :data:`RENDERERS`; other ``key=value`` pairs are its
-options. ``tests/test_benchmarks.py`` (and ``check``) regenerate every block of every
+``kind`` picks the renderer in :data:`RENDERERS` (``tables``, ``headline``, or one table:
+``conditions``, ``diagnostics``, ``comparisons``, ``levels``, with ``task=TEXT`` to pick
+tasks); other ``key=value`` pairs are its options (``report_update``, ``final_window``,
+``speed_window``, ``names`` for the headline). Values hold no spaces. ``tests/test_benchmarks.py`` (and ``check``) regenerate every block of every
 markdown file in the repository and fail on any difference, so a number in a block is
 always the script's.
 
@@ -78,13 +80,47 @@ def _int(attrs: dict[str, str], key: str, default: int) -> int:
     return int(attrs.get(key, default))
 
 
-#: kind -> renderer(experiments, attrs): the text between the markers.
+def _part(part: str) -> Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], str]:
+    """Renderer of one of a task's tables (``task=TEXT`` picks the tasks whose title contains TEXT).
+
+    The comparisons keep the Holm adjustment over the whole results file, whichever task is shown.
+    """
+
+    def render_part(exps: list[tuple[str, pd.DataFrame]], a: dict[str, str]) -> str:
+        df = _one(exps)
+        fw, sw = _int(a, "final_window", tables.FINAL_WINDOW), _int(a, "speed_window", tables.SPEED_WINDOW)
+        family = tables.declared_comparisons(df, final_window=fw)
+        tasks = [t for t in dict.fromkeys(df["task"]) if a.get("task", "") in t]
+        if not tasks:
+            raise ValueError(f"no task matches task={a['task']!r}; the tasks are {list(dict.fromkeys(df['task']))}")
+        out = []
+        for task in tasks:
+            sub = df[df.task == task]
+            updates = tables.final_updates(sub, fw)
+            if part == "conditions":
+                text = tables.conditions_table(sub, _int(a, "report_update", 20), updates)
+            elif part == "diagnostics":
+                text = tables.diagnostics_table(sub, updates)
+            elif part == "comparisons":
+                text = tables.comparisons_table([c for c in family if c.task == task], len(family))
+            else:
+                text = tables.levels_table(sub, updates, sw)
+            out.append(text if len(tasks) == 1 else f"### {task}\n\n{text}")
+        return "\n\n".join(out)
+
+    return render_part
+
+
+#: kind -> renderer(experiments, attrs): the text between the markers. ``tables``: everything
+#: ``tables.md`` holds; ``headline``: the README headline over one or more results files;
+#: ``conditions`` / ``diagnostics`` / ``comparisons`` / ``levels``: one table per task.
 RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], str]] = {
     "tables": lambda exps, a: tables.all_tables(
         _one(exps), _int(a, "report_update", 20), 1, _int(a, "speed_window", tables.SPEED_WINDOW),
         _int(a, "final_window", tables.FINAL_WINDOW)),
     "headline": lambda exps, a: tables.headline(
         exps, _int(a, "final_window", tables.FINAL_WINDOW), _int(a, "speed_window", tables.SPEED_WINDOW)),
+    **{part: _part(part) for part in ("conditions", "diagnostics", "comparisons", "levels")},
 }
 
 
