@@ -96,11 +96,20 @@ class EnvConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EnvConfig:
-        """Like ``EnvConfig(**kwargs)``, with an unknown keyword named together with the valid ones."""
+        """Like ``EnvConfig(**kwargs)``, with an unknown keyword named together with the valid ones.
+
+        The error is Python's standard ``TypeError: ... got an unexpected keyword argument 'x'``:
+        clients that probe optional keywords (TorchRL's ``GymEnv`` retries without ``frameskip``)
+        recognise it.
+        """
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(kwargs) - set(names))
+        unknown = [k for k in kwargs if k not in names]
         if unknown:
-            raise TypeError(f"unknown env keyword(s) {unknown}: token envs take {', '.join(names)}")
+            more = f" (and {', '.join(map(repr, unknown[1:]))})" if len(unknown) > 1 else ""
+            raise TypeError(
+                f"TokenGenerationEnv got an unexpected keyword argument {unknown[0]!r}{more}: token envs take "
+                f"{', '.join(names)}"
+            )
         return cls(**kwargs)
 
     def __post_init__(self) -> None:

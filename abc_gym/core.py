@@ -27,6 +27,7 @@ from abc_gym.alignment import batch_token_char_spans, char_weights_to_tokens, de
 from abc_gym.compat.torch import one_thread_in_forked_children
 from abc_gym.credit import check_beta, check_reward_mode, last_token_index, normalise_weights, token_rewards
 from abc_gym.device import Device, resolve_device
+from abc_gym.infos import pad_episode_info
 from abc_gym.prompts import load_prompt_list
 from abc_gym.reward_model import RewardModel
 from abc_gym.validation import check_actions, check_bool, check_callable, check_int
@@ -86,10 +87,13 @@ class FinishedEpisode:
     gold_credit: np.ndarray | None = None  # (T,) gold weights (sum 1), when the task has them
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def as_info(self, reward_mode: str) -> dict[str, Any]:
+    def as_info(self, reward_mode: str, width: int) -> dict[str, Any]:
+        """The final step's info: per-token arrays padded to ``(width,)`` (``max_new_tokens``) with
+        ``num_tokens`` = T, scalars as numpy scalars (see :mod:`abc_gym.infos`), so vector envs and
+        TorchRL can stack episodes of different lengths."""
         info: dict[str, Any] = {
             "token_rewards": self.token_rewards,
-            "score": self.score,
+            "score": np.float64(self.score),
             "text": self.text,
             "prompt": self.prompt,
             "completion_ids": self.completion_ids,
@@ -98,11 +102,11 @@ class FinishedEpisode:
         if self.attention is not None:
             info["attention"] = self.attention
         if self.gold_score is not None:
-            info["gold_score"] = self.gold_score
+            info["gold_score"] = np.float64(self.gold_score)
         if self.gold_credit is not None:
             info["gold_credit"] = self.gold_credit
-        info.update(self.extra)
-        return info
+        info.update({k: np.bool_(v) if isinstance(v, bool) else v for k, v in self.extra.items()})
+        return pad_episode_info(info, width)
 
 
 @dataclass
@@ -329,10 +333,12 @@ class TokenEpisodes:
         self.prompt_index = np.zeros(n, dtype=np.int64)
         self.done = torch.ones(n, dtype=torch.bool, device=dev)
         self.last_finished: dict[int, FinishedEpisode] = {}
+        self.started = False  # set by the first reset_rows: step() before reset() gets its own message
 
     # ---------------------------------------------------------------- episodes
     def reset_rows(self, rows: Sequence[int], rngs: Sequence[np.random.Generator]) -> None:
         """Start a new episode in each of ``rows``, drawing its prompt and length from ``rngs[i]``."""
+        self.started = True
         for row, rng in zip(rows, rngs):
             k = int(rng.integers(len(self.prompt_ids)))
             target = int(rng.integers(self.min_new_tokens, self.max_new_tokens + 1))
@@ -352,6 +358,8 @@ class TokenEpisodes:
 
         Raises before any state changes.
         """
+        if not self.started:
+            raise RuntimeError("step() before reset(): call env.reset() (with a seed, if you like) before the first step()")
         actions = check_actions(actions, self.num_rows, self.vocab_size, scalar_ok=scalar_ok).to(self.device)
         if bool(self.done.any()):
             rows = torch.nonzero(self.done).flatten().tolist()
@@ -397,7 +405,7 @@ class TokenEpisodes:
         rewards, terminated = self.step(actions)
         finished = sorted(self.last_finished)
         final_obs = self.observation(finished) if finished else {}
-        final_infos = {row: self.last_finished[row].as_info(self.reward_mode) for row in finished}
+        final_infos = {row: self.last_finished[row].as_info(self.reward_mode, self.max_new_tokens) for row in finished}
         if finished:
             self.reset_rows(finished, [rngs[r] for r in finished])
         return AutoresetStep(rewards.cpu().numpy(), terminated.cpu().numpy(), finished, final_obs, final_infos)

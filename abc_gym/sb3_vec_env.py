@@ -3,7 +3,8 @@
 Needs ``stable-baselines3`` (``pip install "abc_gym[agents]"``); ``import abc_gym`` does
 not import it. SB3 conventions: ``dones`` is terminated or truncated, a finished row is
 reset inside ``step_wait`` and its last observation is ``infos[i]["terminal_observation"]``;
-its final-step info (``token_rewards``, ``score``, ``text``, ...) is the rest of ``infos[i]``.
+its final-step info (``token_rewards``, ``num_tokens``, ``score``, ``text``, ...) is the rest of
+``infos[i]``, per-token arrays padded to ``max_new_tokens`` as in every front end (:mod:`abc_gym.infos`).
 Wrap in SB3's ``VecMonitor`` for episode statistics.
 """
 
@@ -19,7 +20,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError('abc_gym.sb3_vec_env needs stable-baselines3: pip install "abc_gym[agents]"') from err
 
-from abc_gym.env import observation_space
+from abc_gym.env import fixed_setting_error, observation_space
 from abc_gym.vector_env import build_batched, row_generators
 
 
@@ -65,6 +66,15 @@ class TokenGenerationSB3VecEnv(VecEnv):
     @property
     def tokenizer(self):
         return self.episodes.tokenizer
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Longest completion; fixes the observation and info shapes, so it cannot change after construction."""
+        return self.episodes.max_new_tokens
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: Any) -> None:
+        fixed_setting_error("max_new_tokens", value, self.episodes.max_new_tokens)
 
     def reset(self) -> dict[str, np.ndarray]:
         if any(s is not None for s in self._seeds) or not hasattr(self, "_seeded"):

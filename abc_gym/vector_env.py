@@ -1,12 +1,20 @@
 """Batched token-generation env: N sequences stepped as one torch batch on one device.
 
 Exposed through gymnasium's ``make_vec`` (the registered ids' ``vector_entry_point``).
-Autoreset is gymnasium's SAME_STEP mode: a finished row is reset inside the step that
-finished it; its last observation is ``info["final_obs"][i]`` and its final-step info
-(``token_rewards``, ``score``, ``text``, ...) is ``info["final_info"]`` with the
-``_key`` masks gymnasium uses. Row ``i`` seeded with ``seed + i`` draws exactly the
-prompts and lengths of a single :class:`~abc_gym.env.TokenGenerationEnv` seeded with
-``seed + i``.
+Autoreset is gymnasium's SAME_STEP mode (``env.autoreset_mode``): a finished row is reset
+inside the step that finished it; its last observation is ``info["final_obs"][i]`` and its
+final-step info (``token_rewards``, ``num_tokens``, ``score``, ``text``, ...) is row ``i`` of
+``info["final_info"]`` with the ``_key`` masks gymnasium uses. Per-token arrays are stacked
+``(num_envs, max_new_tokens)`` (zero-padded past ``num_tokens``, see :mod:`abc_gym.infos`),
+scalars ``(num_envs,)`` typed arrays, strings object arrays: the layout gymnasium's own
+``SyncVectorEnv`` gives over ``gym.make`` envs. Row ``i`` seeded with ``seed + i`` draws
+exactly the prompts and lengths of a single :class:`~abc_gym.env.TokenGenerationEnv`
+seeded with ``seed + i``.
+
+NEXT_STEP autoreset is not offered here: the batch appends one token to every row in one
+tensor operation, so a finished row cannot sit out the next step as NEXT_STEP requires.
+``gym.make_vec(id, n, vectorization_mode="sync", vector_kwargs={"autoreset_mode":
+AutoresetMode.NEXT_STEP})`` gives NEXT_STEP (and DISABLED) over single envs.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from gymnasium.vector.utils import batch_space
 
 from abc_gym.config import EnvConfig
 from abc_gym.core import EpisodeSetting, TokenEpisodes
-from abc_gym.env import observation_space
+from abc_gym.env import check_render_mode, fixed_setting_error, observation_space
 from abc_gym.validation import check_int
 
 
@@ -31,6 +39,7 @@ def build_batched(num_envs: Any, render_mode: str | None, **kwargs: Any) -> tupl
 
     Shared by both batched front ends (gymnasium's and SB3's).
     """
+    check_render_mode(render_mode)
     if render_mode is not None:
         raise ValueError("the batched env does not render; use TokenGenerationEnv with render_mode='ansi'")
     num_envs = check_int("num_envs", num_envs, low=1)
@@ -52,8 +61,9 @@ def row_generators(num_rows: int, seed: int | Sequence[int | None] | None) -> li
 def batch_infos(infos: Sequence[dict[str, Any] | None], num_envs: int) -> dict[str, Any]:
     """Gymnasium's vector info layout: ``info[key][i]`` with a bool mask ``info["_key"]``.
 
-    Scalars become typed arrays; arrays and strings (variable length per episode) are
-    kept per row in object arrays.
+    As gymnasium's ``VectorEnv._add_info`` lays them out: scalars become ``(num_envs,)`` typed
+    arrays (bools ``bool``), arrays ``(num_envs, *shape)`` arrays (per-token arrays share one
+    shape, see :mod:`abc_gym.infos`), anything else (strings) ``(num_envs,)`` object arrays.
     """
     out: dict[str, Any] = {}
     for i, info in enumerate(infos):
@@ -61,18 +71,44 @@ def batch_infos(infos: Sequence[dict[str, Any] | None], num_envs: int) -> dict[s
             continue
         for key, value in info.items():
             if key not in out:
-                scalar = isinstance(value, (bool, int, float, np.number))
-                out[key] = np.zeros(num_envs, dtype=type(value) if scalar else object)
+                if isinstance(value, (bool, np.bool_)):
+                    out[key] = np.zeros(num_envs, dtype=bool)
+                elif isinstance(value, (int, float, np.number)):
+                    out[key] = np.zeros(num_envs, dtype=type(value))
+                elif isinstance(value, np.ndarray):
+                    out[key] = np.zeros((num_envs, *value.shape), dtype=value.dtype)
+                else:
+                    out[key] = np.full(num_envs, None, dtype=object)
                 out[f"_{key}"] = np.zeros(num_envs, dtype=bool)
             out[key][i] = value
             out[f"_{key}"][i] = True
     return out
 
 
+def check_autoreset_mode(mode: Any) -> AutoresetMode:
+    """SAME_STEP (the default, ``None``); NEXT_STEP / DISABLED are refused with the reason and the alternative."""
+    if mode is None:
+        return AutoresetMode.SAME_STEP
+    try:
+        mode = AutoresetMode(mode)
+    except ValueError as err:
+        raise ValueError(
+            f"autoreset_mode={mode!r} is not a gymnasium AutoresetMode: use one of {[m.value for m in AutoresetMode]}"
+        ) from err
+    if mode != AutoresetMode.SAME_STEP:
+        raise ValueError(
+            f"autoreset_mode={mode} is not offered by the batched env: it appends one token to every row in one "
+            "tensor operation, so a finished row cannot sit out a step. Use autoreset_mode=AutoresetMode.SAME_STEP "
+            f"(the default), or gym.make_vec(id, num_envs, vectorization_mode='sync', vector_kwargs={{'autoreset_mode': "
+            f"AutoresetMode.{mode.name}}}) for {mode.name} over single envs"
+        )
+    return mode
+
+
 class TokenGenerationVecEnv(VectorEnv):
     """``num_envs`` token-generation episodes held as one torch batch (see module doc).
 
-    Takes ``num_envs`` and the keywords of :class:`~abc_gym.config.EnvConfig` (the same as
+    Takes ``num_envs``, ``autoreset_mode`` (SAME_STEP only, see module doc) and the keywords of :class:`~abc_gym.config.EnvConfig` (the same as
     :class:`~abc_gym.env.TokenGenerationEnv`). ``device="auto"`` puts the batch and the
     reward model on ``cuda`` when available. :attr:`episodes` is the underlying
     :class:`~abc_gym.core.TokenEpisodes`, for learners that want torch tensors without a
@@ -97,8 +133,10 @@ class TokenGenerationVecEnv(VectorEnv):
         prompts: Any = None,
         *,
         render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str | None = None,
         **settings: Any,
     ) -> None:
+        self.autoreset_mode = check_autoreset_mode(autoreset_mode)  # the attribute gymnasium 1.x vector envs expose
         num_envs, self.config, self.episodes = build_batched(
             num_envs, render_mode, policy=policy, reward_model=reward_model, prompts=prompts, **settings
         )
@@ -142,6 +180,15 @@ class TokenGenerationVecEnv(VectorEnv):
             infos["_final_info"] = result.terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self.episodes.observation(), result.rewards, result.terminated, truncated, infos
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Longest completion; fixes the observation and info shapes, so it cannot change after construction."""
+        return self.episodes.max_new_tokens
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: Any) -> None:
+        fixed_setting_error("max_new_tokens", value, self.episodes.max_new_tokens)
 
     def set_attr(self, name: str, value: Any) -> None:
         """Change a setting of every row (validated now, not when an episode ends); see ``core.SETTABLE``."""

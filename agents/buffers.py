@@ -32,7 +32,7 @@ import torch
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
 
-from agents import compat
+from abc_gym.infos import episode_token_rewards
 
 EOS_ALLOWED_KEY = "eos_allowed"  # per-step bool stored beside the observation (module doc)
 
@@ -137,7 +137,7 @@ class CreditBufferMixin:
             ref_log_probs: ``(T,)`` log pi_ref of the episode's actions.
             kl_coef: the KL coefficient in force during this rollout.
         """
-        credit = np.asarray(info["token_rewards"], dtype=np.float64)
+        credit = episode_token_rewards(info)  # (T,): the info pads per-token arrays to max_new_tokens
         slots = np.asarray(self.pending[row], dtype=np.int64)
         if len(slots) != len(credit):
             raise RuntimeError(
@@ -233,9 +233,6 @@ class CreditBufferMixin:
 
     def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
         """Shuffled minibatches of valid transitions (SB3's ``get``, restricted to ``valid``)."""
-        if getattr(self, "minibatch_source", None) is not None:  # torchrun: this rank's share (agents.distributed)
-            yield from self.minibatch_source(batch_size)
-            return
         self.prepare_flat()
         valid = self.valid_flat
         indices = valid[np.random.permutation(len(valid))]
@@ -245,7 +242,7 @@ class CreditBufferMixin:
             starts.pop()  # a 1-transition minibatch cannot be whitened (MaskablePPO would divide by a NaN std)
         for k, start in enumerate(starts):
             end = starts[k + 1] if k + 1 < len(starts) else len(valid)
-            yield compat.buffer_samples(self, indices[start:end])
+            yield self._get_samples(indices[start:end])  # type: ignore[attr-defined]
 
 
 class CreditDictRolloutBuffer(CreditBufferMixin, DictRolloutBuffer):

@@ -11,6 +11,7 @@ torch.set_num_threads(1)  # tiny model: one thread is fastest and deterministic
 import transformers  # noqa: E402
 from stable_baselines3.common.logger import configure  # noqa: E402
 
+from abc_gym.infos import unpad_episode  # noqa: E402
 from agents.algorithms import ALGORITHMS, PPO, make_token_vec_env, nlpo_mask  # noqa: E402
 from agents.policy import TransformerActorCriticPolicy, as_token_ids  # noqa: E402
 from agents.token_ppo import TokenPPO, ppo_loss  # noqa: E402
@@ -132,7 +133,7 @@ def test_write_back_puts_env_credit_on_episode_steps(reward_mode: str) -> None:
 
     def spy():  # record every final info the env gives
         out = real_step()
-        captured.extend(dict(info, row=i) for i, info in enumerate(out[3]) if "token_rewards" in info)
+        captured.extend(dict(unpad_episode(info), row=i) for i, info in enumerate(out[3]) if "token_rewards" in info)
         return out
 
     model.env.step_wait = spy

@@ -8,6 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 from abc_gym.credit import REWARD_MODES
+from abc_gym.infos import episode_token_rewards, unpad_episode
 from abc_gym.tasks.sentiment import POLICY_PATH, REWARD_MODEL_PATH
 
 FAST = {"device": "cpu"}
@@ -74,10 +75,18 @@ def test_reward_contract(mode):
     env = gym.make("abc_gym/Sentiment-v0", reward_mode=mode, **FAST)
     rewards, info, actions = rollout(env, 0, np.random.default_rng(1))
     assert all(r == 0.0 for r in rewards[:-1]), "non-final steps return 0.0"
-    credit = info["token_rewards"]
+    width = env.unwrapped.max_new_tokens
+    assert isinstance(info["num_tokens"], np.int64) and info["num_tokens"] == len(actions)
+    assert isinstance(info["score"], np.float64) and isinstance(info["gold_score"], np.float64)
+    for key in ("token_rewards", "completion_ids", "gold_credit"):
+        assert info[key].shape == (width,), f"{key} is padded to max_new_tokens"
+    assert not info["token_rewards"][len(actions) :].any(), "padding is 0.0, so the sum is still R"
+    assert list(info["completion_ids"][len(actions) :]) == [-1] * (width - len(actions))
+    credit = episode_token_rewards(info)
     assert credit.shape == (len(actions),) and credit.dtype == np.float64
     assert np.isclose(rewards[-1], credit.sum()) and np.isclose(credit.sum(), info["score"], atol=1e-9)
-    assert list(info["completion_ids"]) == actions
+    assert list(unpad_episode(info)["completion_ids"]) == actions
+    info = unpad_episode(info)
     assert isinstance(info["text"], str) and -1.0 <= info["gold_score"] <= 1.0
     if mode == "sparse":
         assert np.count_nonzero(credit) <= 1 and credit[-1] == info["score"]
@@ -238,12 +247,12 @@ def test_completion_invisible_to_the_scored_row_is_flagged_not_hidden():
     env.step(pad)
     with pytest.warns(RuntimeWarning, match="no reward-model attention"):
         _, r, done, _, info = env.step(pad)
-    assert done and info["abc_sparse_fallback"] is True
+    assert done and info["abc_sparse_fallback"] is np.True_
     np.testing.assert_allclose(info["token_rewards"], [0.0, info["score"]])
     env.reset(seed=0)
     for _ in range(2):
         _, _, _, _, info = env.step(5)
-    assert info["abc_sparse_fallback"] is False
+    assert info["abc_sparse_fallback"] is np.False_
 
 
 # ------------------------------------------------------------------ package layout (issue 8)
@@ -286,5 +295,116 @@ def test_front_ends_share_one_config():
         lambda: gym.make_vec("abc_gym/Sentiment-v0", num_envs=2, nope=1, **FAST),
         lambda: TokenGenerationSB3VecEnv.from_env_id("abc_gym/Sentiment-v0", num_envs=2, nope=1, **FAST),
     ):
-        with pytest.raises(TypeError, match="unknown env keyword"):
+        with pytest.raises(TypeError, match="got an unexpected keyword argument 'nope'.*token envs take policy"):
             make()
+
+
+# ------------------------------------------------------------------ gymnasium vector modes (issue 20)
+def _mixed_lengths_run(mode: str, num_envs: int = 4, want_pairs: int = 6, max_steps: int = 400) -> int:
+    """Random actions until ``want_pairs`` steps end two episodes of different lengths at once.
+
+    Checks the reward contract on every finished episode in every vectorization mode:
+    R == sum(token_rewards), padding 0 / -1, ``num_tokens`` == the steps the episode took,
+    ``completion_ids[:T]`` == the actions taken. Returns the number of such steps.
+    """
+    env = gym.make_vec(
+        "abc_gym/Sentiment-v0", num_envs, vectorization_mode=mode, min_new_tokens=2, max_new_tokens=7, **FAST
+    )
+    next_step = env.autoreset_mode == gym.vector.AutoresetMode.NEXT_STEP
+    width = 7
+    env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    taken: list[list[int]] = [[] for _ in range(num_envs)]
+    resetting = np.zeros(num_envs, dtype=bool)  # NEXT_STEP: the next step of this env is its reset
+    pairs = 0
+    for _ in range(max_steps):
+        actions = rng.integers(0, env.single_action_space.n, size=num_envs)
+        _, rewards, term, trunc, info = env.step(actions)
+        final = info if next_step else info.get("final_info", {})
+        lengths = set()
+        for i in range(num_envs):
+            if resetting[i]:  # NEXT_STEP reset step: the action was ignored, nothing generated
+                assert rewards[i] == 0 and not term[i]
+                resetting[i] = False
+                continue
+            taken[i].append(int(actions[i]))
+            if not term[i]:
+                assert rewards[i] == 0
+                continue
+            assert final["_token_rewards"][i] and not trunc[i]
+            n = int(final["num_tokens"][i])
+            assert n == len(taken[i])
+            credit = final["token_rewards"][i]
+            assert credit.shape == (width,) and not credit[n:].any()
+            assert np.isclose(credit.sum(), rewards[i]) and np.isclose(credit.sum(), final["score"][i])
+            assert list(final["completion_ids"][i][:n]) == taken[i] and (final["completion_ids"][i][n:] == -1).all()
+            lengths.add(n)
+            taken[i] = []
+            resetting[i] = next_step
+        pairs += len(lengths) > 1
+        if pairs >= want_pairs:
+            break
+    _close_within(env, 60)
+    return pairs
+
+
+def _close_within(env, seconds: float) -> None:
+    """``env.close()`` must return (an async env once hung after a worker error)."""
+    import threading
+
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (env.close(), done.set()), daemon=True)
+    thread.start()
+    assert done.wait(seconds), f"close() did not return within {seconds} s"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "vector_entry_point"])
+def test_vector_modes_survive_mixed_lengths(mode):
+    assert _mixed_lengths_run(mode) >= 6, "not enough steps ended episodes of different lengths together"
+
+
+def test_sync_vector_env_over_gym_make_and_its_wrappers():
+    """The issue's own recipe: SyncVectorEnv([lambda: gym.make(id)] * 4), then the vector wrappers."""
+    from gymnasium.wrappers.vector import DictInfoToList, FlattenObservation, RecordEpisodeStatistics
+
+    env = gym.vector.SyncVectorEnv([lambda: gym.make("abc_gym/Sentiment-v0", min_new_tokens=2, max_new_tokens=5, **FAST)] * 4)
+    env = DictInfoToList(RecordEpisodeStatistics(FlattenObservation(env)))
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    returns = []
+    for _ in range(40):
+        _, _, _, _, infos = env.step(rng.integers(0, env.single_action_space.n, size=4))
+        for info in infos:
+            if "episode" in info:
+                returns.append(float(info["episode"]["r"]))
+                assert np.isclose(info["episode"]["r"], episode_token_rewards(info).sum(), atol=1e-5)
+    env.close()
+    assert len(returns) >= 8
+
+
+def test_batched_env_autoreset_mode():
+    venv = gym.make_vec("abc_gym/Sentiment-v0", 2, **FAST)
+    assert venv.autoreset_mode == gym.vector.AutoresetMode.SAME_STEP == venv.metadata["autoreset_mode"]
+    for mode in (gym.vector.AutoresetMode.NEXT_STEP, "Disabled"):
+        with pytest.raises(ValueError, match=r"cannot sit out a step.*vectorization_mode='sync'"):
+            gym.make_vec("abc_gym/Sentiment-v0", 2, autoreset_mode=mode, **FAST)
+    with pytest.raises(ValueError, match="not a gymnasium AutoresetMode"):
+        gym.make_vec("abc_gym/Sentiment-v0", 2, autoreset_mode="later", **FAST)
+
+
+def test_unknown_keyword_is_pythons_standard_type_error():
+    """TorchRL's GymEnv passes frameskip= and retries without it only on this exact message."""
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'frameskip'") as err:
+        gym.make("abc_gym/Sentiment-v0", frameskip=4, **FAST)
+    assert "max_new_tokens" in str(err.value), "the valid keywords are listed"
+
+
+def test_unsupported_render_mode_follows_gymnasium():
+    """gym.make warns on a mode the env lacks and builds it; render() then says which mode to use."""
+    env = gym.make("abc_gym/Sentiment-v0", render_mode="rgb_array", **FAST)
+    env.reset(seed=0)
+    env.step(5)
+    with pytest.raises(AssertionError, match="unsupported render mode"):  # gymnasium's own render checker
+        env.render()
+    with pytest.raises(gym.error.UnsupportedMode, match="render_mode='ansi'"):
+        env.unwrapped.render()

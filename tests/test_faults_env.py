@@ -198,7 +198,7 @@ def test_cross_tokenizer_positions_checked_at_construction():
         ({"reward_mode": 3}, ValueError, "unknown reward_mode 3"),
         ({"device": "gpu"}, ValueError, "device='gpu' is not a device"),
         ({"gold_scorer": "vader"}, TypeError, "gold_scorer must be None or a function"),
-        ({"bogus": 1}, TypeError, "unknown env keyword.*'bogus'.*reward_mode"),
+        ({"bogus": 1}, TypeError, "got an unexpected keyword argument 'bogus'.*reward_mode"),
         ({"reward_model_kwargs": ["last"]}, TypeError, "reward_model_kwargs must be a dict"),
         ({"policy": 3}, TypeError, "policy must be a path"),
     ],

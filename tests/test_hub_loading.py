@@ -10,6 +10,7 @@ from gymnasium.utils.env_checker import check_env
 from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
 
 from abc_gym.hub import load_pretrained
+from abc_gym.infos import episode_token_rewards
 from tests.conftest import tiny_gpt2_config
 
 
@@ -42,7 +43,7 @@ def test_imdb_env_loads_local_copies(tiny_dirs):
     done = False
     while not done:
         _, r, done, _, info = env.step(int(np.random.default_rng(0).integers(100, 200)))
-    assert np.isclose(r, info["score"]) and np.count_nonzero(info["token_rewards"]) == len(info["token_rewards"])
+    assert np.isclose(r, info["score"]) and np.count_nonzero(episode_token_rewards(info)) == info["num_tokens"]
 
 
 def test_imdb_prompts_offline_is_a_clear_error(tiny_dirs):
