@@ -261,6 +261,8 @@ def _train(
     if interrupted is not None:
         name = signal.Signals(interrupted).name
         if n == 0:
+            if fresh_dir:
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing to keep: no orphan run directory
             where = "nothing saved" + (f"; the run directory {run_dir} was removed" if fresh_dir else "")
             print(f"interrupted by {name} before the first update: {where}", file=sys.stderr)
         else:
