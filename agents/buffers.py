@@ -33,6 +33,7 @@ from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
 
 from abc_gym.infos import episode_token_rewards
+from agents import compat
 
 EOS_ALLOWED_KEY = "eos_allowed"  # per-step bool stored beside the observation (module doc)
 
@@ -233,6 +234,9 @@ class CreditBufferMixin:
 
     def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
         """Shuffled minibatches of valid transitions (SB3's ``get``, restricted to ``valid``)."""
+        if getattr(self, "minibatch_source", None) is not None:  # torchrun: this rank's share (agents.distributed)
+            yield from self.minibatch_source(batch_size)
+            return
         self.prepare_flat()
         valid = self.valid_flat
         indices = valid[np.random.permutation(len(valid))]
@@ -242,7 +246,7 @@ class CreditBufferMixin:
             starts.pop()  # a 1-transition minibatch cannot be whitened (MaskablePPO would divide by a NaN std)
         for k, start in enumerate(starts):
             end = starts[k + 1] if k + 1 < len(starts) else len(valid)
-            yield self._get_samples(indices[start:end])  # type: ignore[attr-defined]
+            yield compat.buffer_samples(self, indices[start:end])
 
 
 class CreditDictRolloutBuffer(CreditBufferMixin, DictRolloutBuffer):
