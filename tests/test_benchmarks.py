@@ -433,6 +433,15 @@ def test_docs_block_detects_a_changed_number(tmp_path: Path) -> None:
         docs_blocks.render({"results": str(RAW_FIXTURE), "kind": "nope"})
 
 
+def test_only_markers_at_line_start_are_blocks() -> None:
+    from benchmarks.dense_vs_sparse import docs_blocks
+
+    text = ("    <!-- table:a results=x kind=tables -->\n    <!-- /table:a -->\n"
+            "see `<!-- table:b results=y -->` and\n<!-- table:c results=z kind=levels task=40-59 -->\nold\n<!-- /table:c -->\n")
+    [block] = docs_blocks.find_blocks(text)
+    assert (block.name, block.attrs, block.body) == ("c", {"results": "z", "kind": "levels", "task": "40-59"}, "old\n")
+
+
 def test_docs_block_parts_are_the_full_tables_pieces() -> None:
     from benchmarks.dense_vs_sparse import docs_blocks
 

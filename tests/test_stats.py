@@ -136,3 +136,13 @@ def test_median_ci_counts_never_and_states_its_coverage() -> None:
     x = [10.0, 20, 30, 40, 50, 60, 70, 80, 90, math.inf]
     med, low, high, cov = stats.median_ci(x)
     assert (med, low, high, cov) == (55.0, 20.0, 90.0, 0.95)
+
+
+def test_detectable_difference_is_where_holm_first_rejects() -> None:
+    # 5 seeds, one comparison: t(0.975, 4) / sqrt(5) = 2.7764 / 2.2361
+    assert stats.detectable_difference(5, 1) == pytest.approx(1.241664, abs=1e-6)
+    # differences whose mean / sd is exactly that ratio give a paired p of exactly alpha / m
+    for n, m in ((5, 12), (10, 8), (3, 4)):
+        z = np.linspace(-1.0, 1.0, n)
+        d = stats.detectable_difference(n, m) + z / z.std(ddof=1)  # sd 1, mean = the ratio
+        assert stats.paired_test(d, np.zeros(n)).p_value == pytest.approx(0.05 / m)

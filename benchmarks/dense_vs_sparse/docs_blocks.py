@@ -11,7 +11,9 @@ raw results (:func:`benchmarks.dense_vs_sparse.results.save_raw`, or a results.j
 ``kind`` picks the renderer in :data:`RENDERERS` (``tables``, ``headline``, or one table:
 ``conditions``, ``diagnostics``, ``comparisons``, ``levels``, with ``task=TEXT`` to pick
 tasks); other ``key=value`` pairs are its options (``report_update``, ``final_window``,
-``speed_window``, ``names`` for the headline). Values hold no spaces. ``tests/test_benchmarks.py`` (and ``check``) regenerate every block of every
+``speed_window``, ``names`` for the headline). Values hold no spaces. Both markers start
+a line (so an indented example of a marker is not a block).
+``tests/test_benchmarks.py`` (and ``check``) regenerate every block of every
 markdown file in the repository and fail on any difference, so a number in a block is
 always the script's.
 
@@ -35,8 +37,9 @@ from benchmarks.dense_vs_sparse import tables
 from benchmarks.dense_vs_sparse.results import load_results, save_raw
 
 ROOT = Path(__file__).resolve().parents[2]
+# markers start a line: an indented or quoted example of a marker (as in docs/statistics.md) is not a block
 _BLOCK = re.compile(
-    r"<!-- table:(?P<name>[\w.-]+)(?P<attrs>[^>]*?)-->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.S
+    r"^<!-- table:(?P<name>[\w.-]+)(?P<attrs>[^>\n]*?)-->\n(?P<body>.*?)^<!-- /table:(?P=name) -->", re.S | re.M
 )
 
 
