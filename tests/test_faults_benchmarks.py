@@ -282,3 +282,108 @@ def test_bad_setting_is_a_clean_error_before_training(tmp_path: Path, stub: type
     # TrainConfig rejects the value when the parent builds the run configs: exit 2 with its message, nothing trained
     assert bench.main(_argv(tmp_path / "run", "--n-updates", "1", "--modes", "sparse", "--set", "minibatch_episodes=1000")) == 2
     assert "minibatch_episodes" in capsys.readouterr().err and stub.calls == []
+
+
+# ----------------------------------------------------------------------------- issue 21: checked before any work, one writer
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--quick", "--quick-updates", "0"], "--quick-updates 0: must be >= 1"),
+        (["--episodes-per-update", "0"], "--episodes-per-update 0: must be >= 1"),
+        (["--threads-per-job", "0"], "--threads-per-job 0: must be >= 1"),
+        (["--jobs", "0"], "--jobs 0: must be >= 1"),
+        (["--jobs", "-1"], "--jobs -1: must be >= 1"),
+        (["--n-updates", "0"], "--n-updates 0: must be >= 1"),
+        (["--report-update", "0"], "--report-update 0: must be >= 1"),
+        (["--n-updates", "5", "--report-update", "6"], r"--report-update 6: the runs have only 5 updates; use 1 <= --report-update <= 5"),
+        (["--smooth", "0"], "--smooth 0: must be >= 1"),
+        (["--speed-window", "0"], "--speed-window 0: must be >= 1"),
+        (["--seeds", "0"], "--seeds 0: must be >= 1"),
+        (["--sweep", "length", "--lengths", "0-0"], r"--lengths 0-0: a completion has at least 1 new token; use MIN-MAX with 1 <= MIN <= MAX"),
+        (["--set", "lr=abc"], "--set lr='abc': must be a number, got str"),
+        (["--set", "lr=nan"], "--set lr='nan': must be a number, got str"),
+        (["--set", "lr=NaN"], "--set lr=nan: must be a finite number"),
+        (["--set", "vf_coef=Infinity"], "--set vf_coef=inf: must be a finite number"),
+        (["--env-id", "abc_gym/Nope-v0"], "--env-id abc_gym/Nope-v0: no such registered env; use one of abc_gym/"),
+        (["--betas", "0.5", "1.5", "--sweep", "beta"], r"--beta\(s\) 1.5: must be in \[0, 1\]"),
+    ],
+)
+def test_bad_flags_fail_before_any_work(tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture,
+                                        flags: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*flags, "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(f"error: {message}", err), err
+    assert stub.calls == [] and not (tmp_path / "run").exists()
+
+
+def test_default_report_update_follows_short_runs() -> None:
+    assert bench.parse_args(["--n-updates", "5"]).report_update == 5
+    assert bench.parse_args([]).report_update == 20
+
+
+def test_unwritable_out_fails_before_any_work(tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture) -> None:
+    assert bench.main(_argv(Path("/dev/full/run"), "--n-updates", "1", "--modes", "sparse")) == 2
+    assert "error: --out /dev/full/run: /dev/full is not a directory; pick another --out" in capsys.readouterr().err
+    assert bench.main(_argv(tmp_path / "out", "--n-updates", "1", "--modes", "sparse", "--log-dir", "/dev/full")) == 2
+    assert "error: --log-dir /dev/full: /dev/full is not a directory" in capsys.readouterr().err
+    assert stub.calls == []
+
+
+def test_a_second_benchmark_on_the_same_out_is_refused(tmp_path: Path, stub: types.ModuleType,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    from agents.run_lock import DirLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with DirLock(out, "--out folder"):  # as a live benchmark holds it (flock: per open file, so also in-process)
+        assert bench.main(_argv(out, "--n-updates", "1", "--modes", "sparse")) == 2
+    assert f"error: --out folder {out} is in use by process {os.getpid()}" in capsys.readouterr().err
+    assert stub.calls == [] and not (out / "results.json").exists()
+    assert bench.main(_argv(out, "--n-updates", "1", "--modes", "sparse")) == 0  # released with its holder
+
+
+def test_resume_refuses_another_env_id(tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "1", "--modes", "sparse", "--env-id", "abc_gym/SentimentLong-v0")) == 0
+    stored = (out / "results.json").read_text()
+    stub.calls.clear()
+    assert bench.main(_argv(out, "--n-updates", "1", "--modes", "sparse", "abc", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert ("--resume refused: the runs stored in" in err and "are on --env-id abc_gym/SentimentLong-v0, this command's "
+            "are on abc_gym/Sentiment-v0; resume with --env-id abc_gym/SentimentLong-v0" in err)
+    assert stub.calls == [] and (out / "results.json").read_text() == stored
+
+
+def test_a_no_op_resume_leaves_results_json_as_it_is(tmp_path: Path, stub: types.ModuleType) -> None:
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "1", "--modes", "sparse")) == 0
+    stored = (out / "results.json").read_bytes()
+    assert bench.main(_argv(out, "--n-updates", "1", "--modes", "sparse", "--resume")) == 0
+    assert (out / "results.json").read_bytes() == stored  # meta.command is still the command that made the runs
+
+
+def test_sigint_before_any_run_names_no_missing_file(tmp_path: Path, stub: types.ModuleType,
+                                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.dense_vs_sparse import cli
+
+    def interrupted(*args, **kwargs):
+        raise bench.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(cli, "run_specs", interrupted)
+    argv = _argv(tmp_path / "run", "--n-updates", "1", "--modes", "sparse")
+    assert bench.main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"interrupted by SIGINT before any run finished: nothing saved; start again with: {bench.cli.PROG} {shlex.join(argv)}"
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_from_results_of_a_json_list_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "list.json"
+    path.write_text("[1, 2]")
+    assert bench.main(["--from-results", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: --from-results {path}: not a results file of this benchmark")
