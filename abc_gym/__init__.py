@@ -11,6 +11,9 @@ below is first used (module ``__getattr__``).
 - Credit (pure tensor functions): :func:`token_rewards`, :func:`abc_credit`,
   :func:`sparse_credit`, :func:`uniform_credit`, :func:`oracle_credit`,
   :func:`redistribute`, :data:`REWARD_MODES`.
+- Credit registry (bring your own scheme, docs/extending.md): :func:`register_credit`,
+  :func:`unregister_credit`, :func:`credit_scheme`, :func:`reward_modes`,
+  :class:`CreditScheme`, :data:`credit_registry`.
 """
 
 from __future__ import annotations
@@ -39,11 +42,18 @@ _LAZY: dict[str, str] = {
     "uniform_credit": "abc_gym.credit",
     "oracle_credit": "abc_gym.credit",
     "redistribute": "abc_gym.credit",
+    "CreditScheme": "abc_gym.credit",
+    "credit_registry": "abc_gym.credit",
+    "credit_scheme": "abc_gym.credit",
+    "register_credit": "abc_gym.credit",
+    "reward_modes": "abc_gym.credit",
+    "unregister_credit": "abc_gym.credit",
 }
 
 __all__ = [
     "ENV_IDS",
     "REWARD_MODES",
+    "CreditScheme",
     "EnvConfig",
     "RewardModel",
     "TokenGenerationEnv",
@@ -51,25 +61,36 @@ __all__ = [
     "TokenGenerationVecEnv",
     "__version__",
     "abc_credit",
+    "credit_registry",
+    "credit_scheme",
     "oracle_credit",
     "redistribute",
+    "register_credit",
     "register_envs",
     "resolve_device",
+    "reward_modes",
     "sparse_credit",
     "token_rewards",
     "uniform_credit",
+    "unregister_credit",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from abc_gym.config import EnvConfig
     from abc_gym.credit import (
         REWARD_MODES,
+        CreditScheme,
         abc_credit,
+        credit_registry,
+        credit_scheme,
         oracle_credit,
         redistribute,
+        register_credit,
+        reward_modes,
         sparse_credit,
         token_rewards,
         uniform_credit,
+        unregister_credit,
     )
     from abc_gym.device import resolve_device
     from abc_gym.env import TokenGenerationEnv
@@ -83,7 +104,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'abc_gym' has no attribute {name!r}")
     value = getattr(import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
+    if name != "REWARD_MODES":  # computed from the credit registry on each access, so never cached
+        globals()[name] = value  # later lookups skip __getattr__
     return value
 
 

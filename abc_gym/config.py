@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from abc_gym.compat.torch import one_thread_in_forked_env_worker
 from abc_gym.core import GoldCredit, GoldScorer, TokenEpisodes
 from abc_gym.credit import REWARD_MODES, check_beta, check_reward_mode
 from abc_gym.device import Device, resolve_device
 from abc_gym.hub import load_pretrained
+from abc_gym.registration import resolve_references
 from abc_gym.reward_model import RewardModel
 from abc_gym.validation import check_bool, check_callable, check_int
 
@@ -113,8 +115,9 @@ class EnvConfig:
         return cls(**kwargs)
 
     def __post_init__(self) -> None:
+        resolve_references(self)  # "module:attr" strings of registered ids (JSON-serialisable specs)
         self._check_sources()
-        check_reward_mode(self.reward_mode)
+        check_reward_mode(self.reward_mode).check_gold_credit(self.gold_credit is not None)
         self.beta = check_beta(self.beta)
         self.max_new_tokens = check_int("max_new_tokens", self.max_new_tokens, low=1)
         self.min_new_tokens = check_int(
@@ -180,6 +183,7 @@ class EnvConfig:
     def build(self, num_rows: int) -> TokenEpisodes:
         """Load the policy's tokenizer and the reward model and build the engine for ``num_rows`` episodes."""
         num_rows = check_int("num_envs", num_rows, low=1)
+        one_thread_in_forked_env_worker()  # AsyncVectorEnv's workers fork after the parent built an env
         tokenizer = self.load_tokenizer()
         reward_model = self.load_reward_model(tokenizer)
         prompts = self.prompts(tokenizer) if callable(self.prompts) else self.prompts

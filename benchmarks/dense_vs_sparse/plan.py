@@ -95,6 +95,8 @@ def env_label(env_id: str) -> str:
 
 def build_specs(args: argparse.Namespace) -> list[RunSpec]:
     """The runs a command asks for, in the order they are launched."""
+    from abc_gym.credit import credit_scheme
+
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     specs: list[RunSpec] = []
 
@@ -105,7 +107,8 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
                 specs.append(RunSpec(sweep, task, env_id, condition, baseline, algo, mode, float(beta), seed))
 
     def mode_label(mode: str) -> str:
-        return f"{mode} (beta {args.beta:g})" if mode in ("abc", "red") else mode
+        # the credit registry says which schemes read beta (built in: abc, red), user ones included
+        return f"{mode} (beta {args.beta:g})" if credit_scheme(mode).uses_beta else mode
 
     if args.sweep is None:
         conds = [(mode_label(m), args.algo, m, args.beta) for m in args.modes]
