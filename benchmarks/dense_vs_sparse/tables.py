@@ -374,12 +374,13 @@ def headline(
     """
     lines = [
         "| experiment | task | comparison | metric | difference [95% CI] | higher on seeds | Holm p | verdict | "
-        "seeds reaching 80% level: condition / baseline |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "seeds reaching 80% level: condition / baseline | KL, final window: condition / baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, df in experiments:
         family = declared_comparisons(df, final_window=final_window)
         reach: dict[tuple[str, str], str] = {}
+        kl: dict[tuple[str, str], str] = {}
         for task in dict.fromkeys(df["task"]):
             sub = df[df.task == task]
             updates = final_updates(sub, final_window)
@@ -390,20 +391,24 @@ def headline(
                 wide = seed_frame(sub[sub.condition == c], "rm_score")
                 h = stats.updates_to_reach(wide.columns.to_numpy(), wide.to_numpy(dtype=float), marks[0], speed_window)
                 reach[(task, c)] = f"{int(np.isfinite(h).sum())}/{len(h)}"
+                # modes end at different KL (issue 19): the reader sees at what KL each verdict holds
+                kl[(task, c)] = _num(float(window_means(sub[sub.condition == c], "kl", updates).mean()), 1)
         for c in family:
             r = c.result
             digits = 3 if c.metric == "gold_score" else 2
             lines.append(
                 f"| {name} | {c.task} | {c.condition} vs {c.baseline} | {_LABELS.get(c.metric, c.metric)}, {c.window} | "
                 f"{stats.format_ci(r.mean, r.low, r.high, digits)} | {r.n_better}/{r.n} | {_p_text(c.p_holm)} | "
-                f"**{c.verdict}** | {reach.get((c.task, c.condition), 'n/a')} / {reach.get((c.task, c.baseline), 'n/a')} |"
+                f"**{c.verdict}** | {reach.get((c.task, c.condition), 'n/a')} / {reach.get((c.task, c.baseline), 'n/a')} | "
+                f"{kl.get((c.task, c.condition), 'n/a')} / {kl.get((c.task, c.baseline), 'n/a')} |"
             )
     lines += [
         "",
         "Paired per-seed differences (condition - baseline, same seeds), 95% Student-t interval, Holm over each "
         "experiment's declared comparisons; a verdict other than 'no difference detected' needs Holm p < 0.05. "
         "80% level: 80% of the way from the initial RM to the best condition's final-window RM, first update of "
-        f"each seed's {speed_window}-update trailing mean. " + REPRODUCIBILITY,
+        f"each seed's {speed_window}-update trailing mean. KL: mean over seeds of the final window (the modes are "
+        "compared at the KL each reached, not at equal KL). " + REPRODUCIBILITY,
     ]
     return "\n".join(lines) + "\n"
 
