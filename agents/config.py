@@ -59,8 +59,9 @@ class TrainConfig:
         "equal to eager within float rounding"
     )
     sampler: str = _f(
-        "multinomial", "how rollout actions are drawn: multinomial (torch.multinomial, as SB3 and HF generate) or "
-        "inverse_cdf (same distribution, one uniform per row: much cheaper on a CPU; another random stream)",
+        "inverse_cdf", "how rollout actions are drawn: inverse_cdf (one uniform per row: the same distribution as "
+        "torch.multinomial, much cheaper on a CPU) or multinomial (torch.multinomial, as SB3 and HF generate; the "
+        "default before 2026-11-29: another random stream)",
         choices=SAMPLERS,
     )
     gamma: float = _f(1.0, "discount factor, in [0, 1]")

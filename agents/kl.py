@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from agents.token_obs import base_of
+
 
 class FixedKLController:
     """Constant coefficient.
@@ -84,12 +86,15 @@ def sequence_log_probs(
         ``(E, Tmax)`` float32; entries past ``gen_len`` are 0.
     """
     width = int(attention_mask.sum(-1).max())
-    logits = model(input_ids=input_ids[:, :width], attention_mask=attention_mask[:, :width]).logits.float()
     t_max = int(gen_len.max())
     steps = torch.arange(t_max, device=input_ids.device)
     pos = (prompt_len.unsqueeze(1) + steps.unsqueeze(0) - 1).clamp(max=width - 2)
     actions = input_ids.gather(1, pos + 1)
-    step_logits = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (E, Tmax, V)
+    # The LM head only where an action is predicted (as the policy's evaluate_episodes): the prompt's
+    # positions would cost a (V, D) product each for nothing.
+    hidden = base_of(model)(input_ids=input_ids[:, :width], attention_mask=attention_mask[:, :width]).last_hidden_state
+    hidden = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (E, Tmax, D)
+    step_logits = model.get_output_embeddings()(hidden).float()  # (E, Tmax, V)
     if eos_token_id is not None and eos_allowed is not None:
         blocked = ~eos_allowed[:, :t_max].to(step_logits.device).bool()
         lowest = torch.finfo(step_logits.dtype).min  # the policy's own masking value (mask_eos)

@@ -327,9 +327,11 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
     :param compile_decode: compile the cache's single-token decode step with ``torch.compile``
         (CUDA graphs on CUDA). The first rollout at each env count pays the compilation (seconds
         to a minute); results equal the eager step's within float rounding, not bit for bit.
-    :param sampler: how actions are drawn: ``"multinomial"`` (``torch.multinomial``, as SB3's
-        Categorical and HF ``generate``) or ``"inverse_cdf"`` (:func:`inverse_cdf_sample`: the same
-        distribution, much cheaper on a CPU, another random stream: seeded runs differ from multinomial's).
+    :param sampler: how actions are drawn: ``"inverse_cdf"`` (the default, :func:`~agents.sampling.inverse_cdf_sample`:
+        the distribution of ``torch.multinomial``, one uniform per row instead of one exponential per
+        vocabulary entry, much cheaper on a CPU) or ``"multinomial"`` (``torch.multinomial``, as SB3's
+        Categorical and HF ``generate``; the default before 2026-11-29: another random stream, so seeded
+        runs differ between the two).
     :param model_kwargs: forwarded to ``from_pretrained`` (``dtype``, ``attn_implementation``, ...).
     :param kwargs: further SB3 ``ActorCriticPolicy`` keywords (``optimizer_class``, ...).
     """
@@ -344,7 +346,7 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
         separate_value_model: bool = False,
         use_cache: bool = True,
         compile_decode: bool = False,
-        sampler: str = "multinomial",
+        sampler: str = "inverse_cdf",
         model_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -371,7 +373,7 @@ class MaskableTransformerActorCriticPolicy(_TransformerPolicyMixin, MaskableActo
         separate_value_model: bool = False,
         use_cache: bool = True,
         compile_decode: bool = False,
-        sampler: str = "multinomial",
+        sampler: str = "inverse_cdf",
         model_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:

@@ -52,8 +52,7 @@ def common_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         policy_kwargs["separate_value_model"] = cfg.separate_value_model
     if cfg.compile_decode:
         policy_kwargs["compile_decode"] = True
-    if cfg.sampler != "multinomial":
-        policy_kwargs["sampler"] = cfg.sampler
+    policy_kwargs["sampler"] = cfg.sampler
     return dict(
         learning_rate=learning_rate(cfg), n_steps=1, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
         normalize_advantage=cfg.normalize_advantage, kl_coef=cfg.kl_coef, adaptive_kl=cfg.adaptive_kl,

@@ -168,10 +168,14 @@ def _interleaved(runs: dict[str, Any], repeats: int) -> dict[str, float]:
 
 
 def rollout_timer(
-    model, device_rollout: bool = True, use_cache: bool = True, compile_decode: bool = False, sampler: str = "multinomial"
+    model, device_rollout: bool = True, use_cache: bool = True, compile_decode: bool = False, sampler: str | None = None
 ):
     """A timer of one TokenPPO rollout (n_steps=1: one complete episode per env); ``model.rollout_buffer.n_valid`` tokens.
     ``compile_decode`` and ``sampler``: the policy's fast options (set on the policy and its caches before each rollout)."""
+
+    from agents.config import DEFAULTS
+
+    sampler = DEFAULTS.sampler if sampler is None else sampler  # None: the package's default
 
     def once() -> float:
         model.device_rollout, model.policy.use_cache, model.policy.sampler = device_rollout, use_cache, sampler
@@ -327,9 +331,9 @@ def device_tables(args: argparse.Namespace) -> str:
 
 
 #: the opt-in fast options of the options table: (column, policy settings)
-OPTIONS = (
-    ("eager", {}),
-    ("compile_decode", {"compile_decode": True}),
+OPTIONS = (  # "eager" is the defaults before 2026-11-29 (multinomial sampler); "inverse_cdf" today's
+    ("eager", {"sampler": "multinomial"}),
+    ("compile_decode", {"compile_decode": True, "sampler": "multinomial"}),
     ("inverse_cdf", {"sampler": "inverse_cdf"}),
     ("both", {"compile_decode": True, "sampler": "inverse_cdf"}),
 )
@@ -387,7 +391,7 @@ PHASES = (
 )
 
 
-def profile_phases(sampler: str = "multinomial") -> list[tuple[str, str, str]]:
+def profile_phases(sampler: str = "inverse_cdf") -> list[tuple[str, str, str]]:
     """:data:`PHASES`, with the sampling row of ``sampler`` (the inverse-CDF sampler is its own function)."""
     phases = list(PHASES)
     if sampler == "inverse_cdf":
@@ -422,7 +426,9 @@ def profile_tables(args: argparse.Namespace) -> str:
         "| phase of one rollout (indented: part of the row above) | cumulative ms | share |",
         "|---|---:|---:|",
     ]
-    for label, suffix, func in profile_phases(options.get("sampler", "multinomial")):
+    from agents.config import DEFAULTS
+
+    for label, suffix, func in profile_phases(options.get("sampler", DEFAULTS.sampler)):
         hits = [v[3] for (file, _, name), v in stats.items() if name == func and file.endswith(suffix)]
         if not hits:  # a renamed function must not read as a phase that costs nothing
             raise RuntimeError(f"profile: no call of {func}() in a file ending {suffix}; update PHASES")
