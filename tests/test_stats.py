@@ -19,9 +19,10 @@ from benchmarks import stats
 
 @pytest.mark.parametrize("dist", stats.T_COVERED)
 def test_t_interval_covers_at_five_seeds(dist: str) -> None:
-    # the claim of the docs: >= 93% for a nominal 95% at 5 seeds on these distributions
-    # (20000 simulated experiments: Monte-Carlo standard error ~0.002)
-    assert stats.coverage("t", dist, n=5, reps=20000, seed=0) >= 0.93
+    # the claim of the docs: >= 93% for a nominal 95% at 5 seeds on these distributions. The closest
+    # (1 seed in 5 fails) is 0.9316 over 10^6 experiments; 200000 here (standard error 0.0006) keep the
+    # assertion about 3 standard errors clear of chance, whichever random stream numpy draws
+    assert stats.coverage("t", dist, n=5, reps=200000, seed=0) >= 0.93
 
 
 @pytest.mark.parametrize("n", [3, 10])
