@@ -35,8 +35,8 @@ Conventions:
   mixtures where one seed in 5 or 10 fails (:data:`T_COVERED`); it under-covers under
   strong skew (gamma(2): 0.915, lognormal: 0.82), and at 10 seeds on the 1-in-10 mixture
   (0.92: the sample often misses the failed seed). No interval for a mean can hold its
-  coverage for every distribution at a fixed n (Bahadur & Savage, 1956), so the claim is over the
-  distributions listed. Paired differences of two modes whose per-seed values share a
+  coverage for every distribution at a fixed n (Bahadur & Savage, 1956), so the claim is
+  over the distributions listed. Paired differences of two modes whose per-seed values share a
   shape are symmetric, which is the case the t interval serves best.
 - **Tests.** :func:`paired_test` is ``scipy.stats.ttest_rel`` (mode minus baseline on the
   same seeds) with its ``confidence_interval``. Exact nonparametric paired tests cannot
@@ -54,9 +54,10 @@ Conventions:
   Holm-adjusted p is >= alpha is printed as "no difference detected", never as a ranking.
 - The interquartile mean (IQM) is the 25%-trimmed mean that rliable recommends
   (``scipy.stats.trim_mean(x, 0.25)``; for n < 4 nothing is trimmed and it equals the
-  mean). ``rliable`` itself is not a dependency: its bootstrap intervals need ``arch``
-  (heavy, and it did not import against the installed pandas), and its point estimates are
-  one scipy call each; ``rliable.metrics.aggregate_iqm`` is used when it imports.
+  mean). ``rliable`` itself is not a dependency: its interval code imports ``arch`` (a
+  heavy dependency, which an earlier check found would not import against the installed
+  pandas), its intervals are the bootstrap rejected above, and its point estimates are one
+  scipy call each; ``rliable.metrics.aggregate_iqm`` is used when it imports.
 - **Updates to reach a level** (:func:`updates_to_reach`, :func:`median_ci`): each seed's
   first update whose trailing mean reaches the level; seeds that never do count as
   "never" (+inf), so the median stays honest. The median's interval is the distribution-
