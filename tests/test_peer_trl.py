@@ -1,0 +1,92 @@
+"""benchmarks/peer_trl.py at tiny sizes (2 completions x 4 tokens, 1 repeat).
+
+The TokenPPO and floor half runs in the project venv; the TRL half only where TRL 1.12 is
+installed (its own venv: the main CI leg has no trl, and the test says so when it skips).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+from benchmarks import peer_trl  # noqa: E402
+
+TINY = ["--completions", "2", "--new-tokens", "4", "--repeats", "1"]
+
+
+def _medians_ok(medians: dict[str, float], names: list[str]) -> None:
+    for name in names:
+        assert name in medians and medians[name] > 0 and math.isfinite(medians[name]), (name, medians)
+
+
+def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    peer_trl.main(["--skip-trl", *TINY])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 2 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["abc", "sparse"], out
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[3:-1]]
+        rollout, update, total, floor = (float(c) for c in cells[:4])
+        assert rollout > 0 and update > 0 and floor > 0 and total >= max(rollout, update) - 0.01, row
+        assert cells[-1].endswith("x") and float(cells[-1][:-1]) > 0, row
+    assert "Settings that could not be made equal" in out
+    assert "TRL / TokenPPO" not in out  # no peer column without TRL
+
+
+def test_measure_keeps_every_part_once_per_repeat() -> None:
+    r = peer_trl.measure(2, 4, "cpu", repeats=1, with_trl=False, threads=1)
+    parts = ["abc", "abc.rollout", "abc.update", "sparse", "sparse.rollout", "sparse.update", "floor"]
+    _medians_ok(r["medians"], parts)
+    assert r["repeats"] == dict.fromkeys(parts, 1)  # the warm-up round is not kept
+
+
+def test_one_output_reward_model_scores_as_the_env() -> None:
+    """TRL's 1-output RM copy gives the env's R = logit_pos - logit_neg on the same sequences."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from abc_gym.reward_model import RewardModel
+    from abc_gym.tasks.sentiment import POLICY_PATH, REWARD_MODEL_PATH, load_prompts
+
+    tok = AutoTokenizer.from_pretrained(POLICY_PATH)
+    rm1, rm2 = peer_trl.one_output_reward_model(str(REWARD_MODEL_PATH))
+    assert rm1.config.num_labels == 1 and peer_trl.check_equal_reward(rm1, rm2, tok) < 1e-4
+    env_rm = RewardModel.from_pretrained(REWARD_MODEL_PATH, tok, device="cpu")
+    batch = tok(load_prompts()[:6], return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        ours = rm1(**batch).logits[:, 0]
+    env = env_rm.score(batch["input_ids"], batch["attention_mask"], with_attention=False).score
+    torch.testing.assert_close(ours, env.to(ours.dtype), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fake", ["missing", "no_ppo"])
+def test_without_trl_ppo_the_script_fails_in_one_line_naming_the_install(
+    fake: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if fake == "missing":
+        monkeypatch.setitem(sys.modules, "trl", None)  # import trl -> ImportError
+    else:
+        monkeypatch.setitem(sys.modules, "trl", types.SimpleNamespace(__version__="1.13.0"))  # not a package
+    with pytest.raises(SystemExit) as err:
+        peer_trl.main(TINY)
+    msg = str(err.value.code)
+    assert msg.startswith("peer_trl: ") and "\n" not in msg and 'trl>=1.12,<1.13' in msg, msg
+    if fake == "no_ppo":
+        assert "TRL 1.13.0 has no trl.experimental.ppo.PPOTrainer" in msg
+
+
+def test_trl_half_at_tiny_sizes() -> None:
+    try:
+        version, _, _ = peer_trl.load_trl()
+    except peer_trl.TrlMissing as err:
+        pytest.skip(f"TRL with PPO is not installed here (the main CI leg has none; run in its own venv): {err}")
+    r = peer_trl.measure(2, 4, "cpu", repeats=1, with_trl=True, threads=1)
+    _medians_ok(r["medians"], ["trl", "abc", "sparse", "floor"])
+    assert r["repeats"]["trl"] == 1 and r["trl_threads"] == [1], (version, r)
+    table = peer_trl.tables({2: r}, 4, with_trl=True)
+    assert "| 2 |" in table.splitlines()[2] and table.count("x |") >= 2
