@@ -7,9 +7,13 @@ Python API (used by the benchmarks)::
 
 ``train`` returns one dict per update (the JSON lines of ``metrics.jsonl``, keys in
 :mod:`agents.metrics`). A run writes ``<log_dir>/<run>/``: ``config.json``, ``metrics.jsonl``,
-TensorBoard events and ``progress.csv`` (one row per update), ``model.zip`` and ``model_hf/``.
-``--resume RUN_DIR`` continues a run in its directory (``--n-updates`` may extend it).
-Ctrl-C saves the model and the metrics so far and exits with status 130.
+TensorBoard events and ``progress.csv`` (one row per update), and a checkpoint (``model.zip``
+and ``model_hf/``, written atomically: :mod:`agents.checkpoint`) every ``--checkpoint-every``
+updates and at the end. ``--resume RUN_DIR`` continues a run from its last checkpoint, in its
+directory (history cut back to it; ``--n-updates`` may extend the run); one process at a time
+writes a run directory (:mod:`agents.run_lock`). SIGINT (Ctrl-C) and SIGTERM stop the run at the
+next step, save it and exit with 130 / 143; a repeated signal waits for the save. The folders
+a run writes, and every flag, are checked before any work.
 ``torchrun --nproc-per-node K -m agents.train ...`` trains with K data-parallel ranks
 (:mod:`agents.distributed`, docs/distributed.md); rank 0 alone writes.
 
