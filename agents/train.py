@@ -331,7 +331,13 @@ def _set_logger(model: Any, cfg: TrainConfig, run_dir: Path | None, append: bool
 
     formats = [HumanOutputFormat(sys.stdout)] if not cfg.quiet and not cfg.progress else []
     if run_dir is not None:
-        formats.append(make_output_format("tensorboard", str(run_dir)))
+        tb = make_output_format("tensorboard", str(run_dir))
+        if append:  # hide the events a killed process logged after the checkpoint: TensorBoard shows no doubled steps
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb.writer.close()
+            tb.writer = SummaryWriter(log_dir=str(run_dir), purge_step=int(model.num_timesteps) + 1)
+        formats.append(tb)
         csv = str(run_dir / "progress.csv")
         formats.append(append_csv_format(csv) if append else make_output_format("csv", str(run_dir)))
     model.set_logger(Logger(str(run_dir) if run_dir else None, formats))
