@@ -364,20 +364,24 @@ def check_contract(name: str, credit: Any, score: torch.Tensor, completion_mask:
         raise ValueError(f"{where}: it must return a real (B, L) torch tensor, got {type(credit).__name__}")
     if tuple(credit.shape) != tuple(mask.shape):
         raise ValueError(f"{where}: returned shape {tuple(credit.shape)}, expected (B, L) = {tuple(mask.shape)}")
-    credit = credit.to(torch.float64)
-    if not bool(torch.isfinite(credit[mask]).all()):
-        raise ValueError(f"{where}: NaN or inf credit on the completion")
-    if bool((credit[~mask] != 0).any()):
-        rows = torch.nonzero(((credit != 0) & ~mask).any(-1)).flatten().tolist()
+    credit = credit.to(device=mask.device, dtype=torch.float64)  # a no-op for the built-in schemes
+    r = score.to(device=mask.device, dtype=torch.float64)
+    outside = (credit != 0) & ~mask  # NaN outside counts as non-zero
+    off = ~torch.isclose(credit.sum(dim=-1), r, rtol=CONTRACT_TOL, atol=CONTRACT_TOL)
+    # one host sync for the three checks (the engine's batch may be on a GPU)
+    any_outside, any_nonfinite, any_off = torch.stack(
+        [outside.any(), ~torch.isfinite(credit).all(), off.any()]
+    ).tolist()
+    if any_outside:
+        rows = torch.nonzero(outside.any(-1)).flatten().tolist()
         raise ValueError(f"{where}: non-zero credit outside the completion (prompt or padding) in row(s) {rows}")
-    total = credit.sum(dim=-1)
-    r = score.to(device=credit.device, dtype=torch.float64)
-    bad = ~torch.isclose(total, r, rtol=CONTRACT_TOL, atol=CONTRACT_TOL)
-    if bool(bad.any()):
-        b = int(torch.nonzero(bad).flatten()[0])
+    if any_nonfinite:
+        raise ValueError(f"{where}: NaN or inf credit on the completion")
+    if any_off:
+        b = int(torch.nonzero(off).flatten()[0])
         raise ValueError(
-            f"{where}: row {b} sums to {float(total[b]):.6g}, not R = {float(r[b]):.6g} (each row must sum to R; "
-            "e.g. give the last completion token R - sum(others))"
+            f"{where}: row {b} sums to {float(credit[b].sum()):.6g}, not R = {float(r[b]):.6g} (each row must sum "
+            "to R; e.g. give the last completion token R - sum(others))"
         )
     return credit
 

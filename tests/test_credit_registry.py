@@ -151,7 +151,7 @@ def test_bad_registrations_name_the_fix(kwargs, error, message):
         (prompt_credit, "non-zero credit outside the completion"),
         (lambda score, completion_mask: torch.zeros(3), r"returned shape \(3,\), expected \(B, L\) = \(1, 4\)"),
         (lambda score, completion_mask: [[0.0] * 4], "it must return a real \\(B, L\\) torch tensor"),
-        (lambda score, completion_mask: completion_mask * float("nan"), "NaN or inf"),
+        (lambda score, completion_mask: torch.where(completion_mask, float("nan"), 0.0), "NaN or inf"),
     ],
 )
 def test_contract_breaking_scheme_is_refused_naming_it(fn, message):

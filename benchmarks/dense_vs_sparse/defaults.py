@@ -11,25 +11,16 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-#: Metrics every agent history row must carry (agents.train's documented keys).
-METRICS: tuple[str, ...] = ("rm_score", "gold_score", "kl", "value_loss")
-METRIC_LABELS = {"rm_score": "RM score", "gold_score": "gold (VADER) score", "kl": "KL to reference", "value_loss": "value loss"}
-ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo", "token_ppo")
 
+class _RegistryNames(Sequence[str]):
+    """The names of a registry, read on every use: a live view, not a tuple (argparse ``choices``).
 
-class RegisteredModes(Sequence[str]):
-    """The ``reward_mode`` names of abc_gym's credit registry, read on every use (``--modes`` choices).
-
-    A live view, not a tuple: a scheme registered with ``abc_gym.register_credit`` after this
-    module was imported is a valid ``--modes`` choice. ``"module:name"`` is also accepted (it
-    imports ``module``, which registers ``name``): the form that reaches ``--jobs N`` workers,
-    which are spawned processes with only the built-in schemes (docs/extending.md).
+    A name registered after this module was imported (``abc_gym.register_credit``,
+    ``agents.registry.register_algorithm``) is a valid choice.
     """
 
     def _names(self) -> tuple[str, ...]:
-        from abc_gym.credit import reward_modes
-
-        return reward_modes()
+        raise NotImplementedError
 
     def __getitem__(self, i):  # type: ignore[override]
         return self._names()[i]
@@ -39,6 +30,23 @@ class RegisteredModes(Sequence[str]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+class RegisteredModes(_RegistryNames):
+    """The ``reward_mode`` names of abc_gym's credit registry (``--modes`` choices).
+
+    ``"module:name"`` is also accepted (it imports ``module``, which registers ``name``): the
+    form that reaches ``--jobs N`` workers, which are spawned processes with only the built-in
+    schemes (docs/extending.md).
+    """
+
+    def _names(self) -> tuple[str, ...]:
+        from abc_gym.credit import reward_modes
+
+        return reward_modes()
 
     def __contains__(self, mode: object) -> bool:
         from abc_gym.credit import credit_scheme
@@ -51,9 +59,23 @@ class RegisteredModes(Sequence[str]):
             return False
         return True
 
-    def __repr__(self) -> str:
-        return repr(self._names())
 
+class RegisteredAlgos(_RegistryNames):
+    """The learners of ``agents.registry.REGISTRY`` (``--algo`` / ``--algos`` choices; empty without agents)."""
+
+    def _names(self) -> tuple[str, ...]:
+        try:
+            from agents.registry import REGISTRY
+        except ImportError:  # --fidelity and --from-results run without agents
+            return ()
+        return tuple(REGISTRY)
+
+
+#: Metrics every agent history row must carry (agents.train's documented keys).
+METRICS: tuple[str, ...] = ("rm_score", "gold_score", "kl", "value_loss")
+METRIC_LABELS = {"rm_score": "RM score", "gold_score": "gold (VADER) score", "kl": "KL to reference", "value_loss": "value loss"}
+#: Every registered learner: the choices of ``--algo`` / ``--algos``.
+ALGOS: Sequence[str] = RegisteredAlgos()
 
 #: Every registered credit mode (built-in and user ones): the choices of ``--modes``.
 MODES: Sequence[str] = RegisteredModes()
