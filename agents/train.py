@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -582,6 +583,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(128 + getattr(err, "signum", signal.SIGINT)) from None
     except (DirectoryLocked, CheckpointError) as err:
         raise SystemExit(f"error: {err}") from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        # the disk filled (or went read-only) while metrics or logs were written, between checkpoints
+        model = Path(cfg.save_path) if cfg.save_path else (Path(resume) / "model.zip" if resume else None)
+        raise SystemExit(
+            f"error: could not write {err.filename or 'the run files'}: {err.strerror}; the last checkpoint"
+            + (f" ({model})" if model else " of the run")
+            + " is intact: free space, then --resume the run"
+        ) from None
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, old_term)

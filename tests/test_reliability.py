@@ -296,3 +296,21 @@ def test_resume_without_or_with_a_corrupt_model_zip_is_one_line(one_update_run: 
             assert text.startswith(f"error: --resume {run}: no model.zip there: the run stopped before its first checkpoint")
         else:
             assert "model.zip is not a readable checkpoint (" in text and "start the run afresh" in text
+
+
+def test_disk_full_while_writing_metrics_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents import train as train_module
+
+    real_dumps = json.dumps
+
+    def dumps(obj, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("update") == 3:  # the third update's metrics.jsonl line
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "metrics.jsonl"))
+        return real_dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "json", type("json", (), {"dumps": staticmethod(dumps), "loads": json.loads}))
+    with pytest.raises(SystemExit) as exc:
+        main(["--n-updates", "4", "--checkpoint-every", "2", *SMALL_FLAGS, "--log-dir", str(tmp_path), "--run-name", "r"])
+    assert exc.value.code == (f"error: could not write {tmp_path / 'r' / 'metrics.jsonl'}: No space left on device; "
+                              "the last checkpoint of the run is intact: free space, then --resume the run")
+    assert ckpt.checkpoint_updates(tmp_path / "r" / "model.zip") == 2
