@@ -342,6 +342,33 @@ def test_user_scheme_in_the_benchmark_plan():
         bench.parse_args(["--modes", "sparse", "first-token", "--smoke"])
 
 
+def test_user_scheme_through_a_benchmark_run(first_token, tmp_path, monkeypatch):
+    """``python -m benchmarks.dense_vs_sparse --modes sparse first-token`` in-process, with a stand-in learner
+    that validates the real TrainConfig (the real learner is run by the agents test above)."""
+    pytest.importorskip("stable_baselines3")
+    import types
+
+    from agents.train import TrainConfig
+    from benchmarks import dense_vs_sparse as bench
+
+    seen = []
+
+    def train(cfg):
+        cfg.validate()
+        seen.append(cfg.reward_mode)
+        return [dict(update=u, rm_score=u + cfg.seed, gold_score=0.1 * u, kl=0.2 * u, value_loss=1.0)
+                for u in range(1, cfg.n_updates + 1)]
+
+    stub = types.ModuleType("agents.train")
+    stub.TrainConfig, stub.train = TrainConfig, train
+    monkeypatch.setitem(sys.modules, "agents.train", stub)
+    out = tmp_path / "run"
+    assert bench.main(["--seeds", "1", "--n-updates", "2", "--modes", "sparse", "first-token", "--jobs", "1",
+                       "--out", str(out)]) == 0
+    assert seen == ["sparse", "first-token"]
+    assert "| first-token |" in (out / "tables.md").read_text()
+
+
 # ------------------------------------------------------------------ other processes: "module:name"
 PLUGIN = '''
 import torch
