@@ -65,8 +65,11 @@ UNEQUAL = (
     "gradient clipping; TokenPPO Adam (SB3's, eps 1e-5) with the gradient norm clipped at 0.5",
     "value head: TRL's value model is the policy's trunk (a copy) under a fresh 1-output head; TokenPPO's separate "
     "value trunk is also a copy of the policy's, under its own head (different initialisation)",
-    "TRL runs gc.collect() twice per update (after the rollout and at its end) and computes ~20 logged metrics "
-    "(each a .item()); here its printer callback is removed (nothing printed) but the metrics are still computed",
+    "TRL runs gc.collect() twice per update (after the rollout and at its end; timed in its own column), which "
+    "walks every Python object of the process, TokenPPO's models, envs and imports included (a TRL-only process "
+    "has fewer); TokenPPO runs none",
+    "TRL computes ~20 logged metrics per update (each a .item()); here its printer callback is removed (nothing "
+    "printed) but the metrics are still computed",
     "TRL computes the rollout's log-probs from generate's scores and the values with one value forward after "
     "generation; TokenPPO gets both per step from its KV-cache decode (and its value trunk's)",
     "the abc env also computes the RM's attention row (abc mode) and, in both modes, the VADER gold score and gold "
@@ -293,15 +296,66 @@ def trl_trainer(completions: int, new_tokens: int, device: str, updates: int, ca
     return trainer
 
 
-def trl_callback(recorder: Recorder, device: str, threads: int | None) -> Any:
-    """A ``TrainerCallback`` that times each TRL update (one ``on_step_end`` to the next) and runs
-    ``recorder``'s other timers inside the callback, outside TRL's interval."""
+@contextlib.contextmanager
+def timed_trl_generation(device: str) -> Iterator[list[float]]:
+    """Seconds of each call of TRL's ``batch_generation`` (the ``generate`` of its rollout) while inside
+    the block: its module's function is wrapped (TRL 1.12.0's train loop looks it up per call)."""
+    from trl.experimental.ppo import ppo_trainer
+
+    seconds: list[float] = []
+    original = ppo_trainer.batch_generation
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        _sync(device)
+        t = time.perf_counter()
+        out = original(*args, **kwargs)
+        _sync(device)
+        seconds.append(time.perf_counter() - t)
+        return out
+
+    ppo_trainer.batch_generation = timed
+    try:
+        yield seconds
+    finally:
+        ppo_trainer.batch_generation = original
+
+
+@contextlib.contextmanager
+def timed_gc() -> Iterator[list[float]]:
+    """``[seconds]``: the running total of ``gc.collect()`` calls while inside the block (TRL calls it
+    twice per update; it walks every Python object of the process)."""
+    import gc
+
+    total = [0.0]
+    original = gc.collect
+
+    def timed(*args: Any, **kwargs: Any) -> int:
+        t = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            total[0] += time.perf_counter() - t
+
+    gc.collect = timed
+    try:
+        yield total
+    finally:
+        gc.collect = original
+
+
+def trl_callback(
+    recorder: Recorder, device: str, threads: int | None, generate_seconds: list[float], gc_seconds: list[float]
+) -> Any:
+    """A ``TrainerCallback`` that times each TRL update (one ``on_step_end`` to the next; its ``generate``
+    and ``gc.collect()`` from the running ``generate_seconds`` / ``gc_seconds``) and runs ``recorder``'s
+    other timers inside the callback, outside TRL's interval."""
     import torch
     from transformers import TrainerCallback
 
     class Interleave(TrainerCallback):
         def __init__(self) -> None:
             self.t = 0.0
+            self.gc0 = 0.0
             self.steps = 0
             self.eos_tokens: list[float] = []
             self.threads_seen: set[int] = set()
@@ -310,6 +364,7 @@ def trl_callback(recorder: Recorder, device: str, threads: int | None) -> Any:
             if threads:
                 torch.set_num_threads(threads)  # in case the trainer's setup changed it
             _sync(device)
+            self.gc0 = gc_seconds[0]
             self.t = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kw):
@@ -322,9 +377,13 @@ def trl_callback(recorder: Recorder, device: str, threads: int | None) -> Any:
             self.threads_seen.add(torch.get_num_threads())
             if self.steps:  # the first update is TRL's warm-up
                 recorder.add("trl", dt)
+                recorder.add("trl.gc", gc_seconds[0] - self.gc0)
+                if generate_seconds:
+                    recorder.add("trl.generate", generate_seconds[-1])
             self.steps += 1
             recorder.round()
             _sync(device)
+            self.gc0 = gc_seconds[0]
             self.t = time.perf_counter()
 
     return Interleave()
@@ -339,11 +398,13 @@ def measure(completions: int, new_tokens: int, device: str, repeats: int, with_t
     recorder = Recorder(our_timers(completions, new_tokens, device, seed))
     info: dict[str, Any] = {}
     if with_trl:
-        cb = trl_callback(recorder, device, threads)
-        trainer = trl_trainer(completions, new_tokens, device, repeats + 1, cb, seed)
-        info["trl_optim"] = str(getattr(trainer.args.optim, "value", trainer.args.optim))
-        with warnings.catch_warnings():  # its logged var() of one minibatch's ratio: a NaN metric, nothing else
+        with timed_trl_generation(device) as generate_seconds, timed_gc() as gc_seconds, warnings.catch_warnings():
+            # its logged var() of one minibatch's ratio: a NaN metric, nothing else
             warnings.filterwarnings("ignore", message=r".*var\(\): degrees of freedom.*")
+            cb = trl_callback(recorder, device, threads, generate_seconds, gc_seconds)
+            trainer = trl_trainer(completions, new_tokens, device, repeats + 1, cb, seed)
+            info["trl_optim"] = str(getattr(trainer.args.optim, "value", trainer.args.optim))
+            info["python_objects"] = len(__import__("gc").get_objects())
             trainer.train()
         info["trl_threads"] = sorted(cb.threads_seen)
         kept = cb.eos_tokens[1:]
@@ -362,16 +423,23 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool) 
     if with_trl:
         out += [
             "| completions | TRL PPO s/update | TokenPPO abc s | TokenPPO sparse s | TRL tok/s | TokenPPO abc tok/s "
-            "| TokenPPO sparse tok/s | TRL / TokenPPO abc | TRL / TokenPPO sparse |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| TokenPPO sparse tok/s | TRL / TokenPPO abc | TRL / TokenPPO sparse | TRL generate s | TRL gc.collect s "
+            "| TRL rest s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for n, r in results.items():
             m, tok = r["medians"], n * new_tokens
+            gen, gc_s = m.get("trl.generate", float("nan")), m.get("trl.gc", float("nan"))
             out.append(
                 f"| {n} | {m['trl']:.2f} | {m['abc']:.2f} | {m['sparse']:.2f} | {tok / m['trl']:,.0f} "
-                f"| {tok / m['abc']:,.0f} | {tok / m['sparse']:,.0f} | {m['trl'] / m['abc']:.2f}x | {m['trl'] / m['sparse']:.2f}x |"
+                f"| {tok / m['abc']:,.0f} | {tok / m['sparse']:,.0f} | {m['trl'] / m['abc']:.2f}x | {m['trl'] / m['sparse']:.2f}x "
+                f"| {gen:.2f} | {gc_s:.2f} | {m['trl'] - gen - gc_s:.2f} |"
             )
-        out.append("")
+        objects = ", ".join(f"{r['python_objects']:,}" for r in results.values() if "python_objects" in r)
+        out += ["", "TRL generate: its batch_generation (HF generate, fixed length). TRL gc.collect: its two calls per "
+                f"update, which walk every Python object of this process ({objects} here, TokenPPO's included). TRL "
+                "rest: the reference, value and RM forwards, GAE, the PPO step and its metrics (the update minus the "
+                "median generate and gc).", ""]
     out += [
         "| completions | mode | TokenPPO rollout s | TokenPPO update s | update total s | floor s (generate + RM + ref) "
         "| rollout tok/s | floor tok/s | rollout speed / floor (>= 1.00x: as fast as the floor) |",
