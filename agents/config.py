@@ -87,6 +87,7 @@ class TrainConfig:
     threads: int = _f(1, "torch CPU threads; 1 is fastest for the small model on a small CPU")
     log_dir: str | None = _f("runs", "parent of the run directory (None: no files, no TensorBoard, no model)")
     save_path: str | None = _f(None, "model file (default: <run directory>/model.zip)")
+    # 10: a kill loses at most 9 updates, and writing the checkpoint stays a small share of the run
     checkpoint_every: int = _f(
         10, "save a checkpoint (model.zip with optimiser, KL controller, RNG states and update counter; model_hf/) "
         "every N updates, atomically; also at the end and on SIGINT/SIGTERM; 0: only then"
@@ -147,6 +148,12 @@ class TrainConfig:
         check_env(self.env_id, self.env_kwargs)
         if self.model is not None and _looks_like_path(self.model) and not os.path.exists(self.model):
             raise ValueError(f"--model {self.model}: the path does not exist (give a model directory or a hub id)")
+        if self.model is not None and os.path.isdir(self.model) and not os.path.isfile(os.path.join(self.model, "config.json")):
+            # transformers would guess a model type from the folder's name, or fail naming `model_type`
+            raise ValueError(
+                f"--model {self.model}: no config.json in that directory, so it is not a Hugging Face model; pass a "
+                "directory written by save_pretrained (e.g. a run's model_hf/) or a hub id"
+            )
         check_device(self.device)
         if self.reward_device is not None:
             try:
@@ -256,6 +263,8 @@ def check_device(device: str) -> None:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"--device {device}: not a torch device ({err}); use auto, cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):  # meta holds no data; other backends are untested here
+        raise ValueError(f"--device {device}: agents train on the CPU or CUDA; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu or --device auto")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

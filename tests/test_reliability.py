@@ -223,6 +223,8 @@ def test_a_locked_run_directory_is_refused_naming_the_holder(tmp_path: Path) -> 
         (["--env-kwarg", "beta=0.5"], r"error: --env-kwarg beta=...: use --beta"),
         (["--env-kwarg", "bogus=1"], "error: --env-kwarg bogus=1: .*bogus"),
         (["--checkpoint-every", "-1"], "error: --checkpoint-every -1: must be >= 0"),
+        (["--device", "meta"], "error: --device meta: agents train on the CPU or CUDA; use auto, cpu, cuda or cuda:N"),
+        (["--model", "/"], "error: --model /: no config.json in that directory, so it is not a Hugging Face model"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path: Path, flags: list[str], message: str) -> None:
