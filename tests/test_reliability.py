@@ -316,3 +316,25 @@ def test_disk_full_while_writing_metrics_is_one_line(tmp_path: Path, monkeypatch
     assert exc.value.code == (f"error: could not write {tmp_path / 'r' / 'metrics.jsonl'}: No space left on device; "
                               "the last checkpoint of the run is intact: free space, then --resume the run")
     assert ckpt.checkpoint_updates(tmp_path / "r" / "model.zip") == 2
+
+
+def test_signals_during_a_save_wait_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    real = ckpt.save_checkpoint
+
+    def save_under_fire(model, path, hf=True):
+        for signum in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):  # real signals, in the middle of the save
+            os.kill(os.getpid(), signum)
+        return real(model, path, hf)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_under_fire)
+    with pytest.raises(SystemExit) as exc:
+        main(["--n-updates", "6", "--checkpoint-every", "2", *SMALL_FLAGS, "--log-dir", str(tmp_path), "--run-name", "r"])
+    assert exc.value.code == 130
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("SIGINT: stopping after the current step, then saving")
+    assert err[1:3] == ["SIGINT: saving the checkpoint, please wait", "SIGTERM: saving the checkpoint, please wait"]
+    assert err[3].startswith("interrupted by SIGINT after 2 updates: model saved to")
+    run = tmp_path / "r"
+    assert ckpt.checkpoint_updates(run / "model.zip") == 2 == _lines(run)
+    assert TokenPPO.load(run / "model.zip", device="cpu").update_metrics[-1]["update"] == 2
