@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import statistics
 import sys
 import tempfile
@@ -76,6 +77,14 @@ UNEQUAL = (
     "credit of every completion (diagnostics)",
     "sampling: both draw from the full softmax (top_k 0, top_p 1); TRL divides logits by temperature 1 + 1e-7; the "
     "random streams differ, so the completions differ",
+    "CUDA: TRL calls the device's empty_cache() several times per update (a no-op on a CPU); TokenPPO does not",
+)
+
+#: What a TokenPPO rollout does that the floor (generate + RM + reference forward) does not.
+FLOOR_NOTE = (
+    "floor vs rollout: the rollout also computes the per-step values (its separate value trunk, KV-cached), the "
+    "credit and KL write-back, and the gold diagnostics (VADER score and gold credit of every completion); the "
+    "floor's RM batch takes the ABC attention row in both rows of the table"
 )
 
 
@@ -324,8 +333,6 @@ def timed_trl_generation(device: str) -> Iterator[list[float]]:
 def timed_gc() -> Iterator[list[float]]:
     """``[seconds]``: the running total of ``gc.collect()`` calls while inside the block (TRL calls it
     twice per update; it walks every Python object of the process)."""
-    import gc
-
     total = [0.0]
     original = gc.collect
 
@@ -404,7 +411,7 @@ def measure(completions: int, new_tokens: int, device: str, repeats: int, with_t
             cb = trl_callback(recorder, device, threads, generate_seconds, gc_seconds)
             trainer = trl_trainer(completions, new_tokens, device, repeats + 1, cb, seed)
             info["trl_optim"] = str(getattr(trainer.args.optim, "value", trainer.args.optim))
-            info["python_objects"] = len(__import__("gc").get_objects())
+            info["python_objects"] = len(gc.get_objects())
             trainer.train()
         info["trl_threads"] = sorted(cb.threads_seen)
         kept = cb.eos_tokens[1:]
@@ -414,6 +421,7 @@ def measure(completions: int, new_tokens: int, device: str, repeats: int, with_t
             recorder.round()
     info["medians"] = recorder.medians()
     info["repeats"] = {k: len(v) for k, v in recorder.times.items()}
+    info["seconds"] = recorder.times
     return info
 
 
@@ -454,7 +462,7 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool) 
                 f"| {tok / ro:,.0f} | {tok / m['floor']:,.0f} | {m['floor'] / ro:.2f}x |"
             )
     out += ["", "Settings that could not be made equal:", ""]
-    out += [f"- {s}" for s in (UNEQUAL if with_trl else UNEQUAL[-1:])]
+    out += [f"- {s}" for s in ((*UNEQUAL, FLOOR_NOTE) if with_trl else (FLOOR_NOTE,))]
     return "\n".join(out)
 
 
@@ -486,10 +494,23 @@ def run(args: argparse.Namespace) -> str:
         for n in args.completions:
             r = measure(n, args.new_tokens, args.device, args.repeats, not args.skip_trl, threads, args.seed)
             results[n] = r
-            notes = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("medians", "repeats"))
+            notes = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("medians", "repeats", "seconds"))
             print(f"[{n} completions] medians: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["medians"].items())
                   + (f"; {notes}" if notes else ""), flush=True)
         table = tables(results, args.new_tokens, not args.skip_trl)
+    if args.json:
+        import json
+
+        import torch
+        import transformers
+
+        raw = {
+            "header": header(args, trl_version, threads), "torch": torch.__version__,
+            "transformers": transformers.__version__, "trl": trl_version, "new_tokens": args.new_tokens,
+            "unequal": list(UNEQUAL), "results": {str(n): r for n, r in results.items()},
+        }
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(raw, f, indent=1)
     return table
 
 
@@ -502,6 +523,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads on a CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-trl", action="store_true", help="TokenPPO and the floor only (TRL not needed)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write every repeat's seconds and the medians here")
     args = p.parse_args(argv)
     for flag, values in (("--completions", args.completions), ("--new-tokens", [args.new_tokens]),
                          ("--repeats", [args.repeats]), ("--threads", [args.threads])):
@@ -512,8 +534,22 @@ def main(argv: list[str] | None = None) -> None:
 
         if not torch.cuda.is_available():
             p.error(f"--device {args.device}: no CUDA device here")
+        torch.cuda.set_device(torch.device(args.device))  # accelerate (TRL's side) takes the current device
     elif args.device != "cpu":
         p.error(f"--device {args.device}: use cpu, cuda or cuda:N")
+    if args.json:
+        import os
+
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            p.error(f"--json {args.json}: {folder} is not a writable folder")
+    if not args.skip_trl:
+        from abc_gym.tasks.sentiment import load_prompts
+
+        n_prompts = len(load_prompts())
+        if max(args.completions) > n_prompts:
+            p.error(f"--completions {max(args.completions)}: TRL draws batches without repeats from the "
+                    f"{n_prompts} shipped prompts; use at most {n_prompts}")
     try:
         print(run(args))
     except TrlMissing as err:

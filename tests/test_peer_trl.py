@@ -24,9 +24,13 @@ def _medians_ok(medians: dict[str, float], names: list[str]) -> None:
         assert name in medians and medians[name] > 0 and math.isfinite(medians[name]), (name, medians)
 
 
-def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[str]) -> None:
-    peer_trl.main(["--skip-trl", *TINY])
+def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    import json
+
+    peer_trl.main(["--skip-trl", *TINY, "--json", str(tmp_path / "peer.json")])
     out = capsys.readouterr().out
+    raw = json.loads((tmp_path / "peer.json").read_text())
+    assert raw["trl"] is None and len(raw["results"]["2"]["seconds"]["abc.rollout"]) == 1
     rows = [line for line in out.splitlines() if line.startswith("| 2 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["abc", "sparse"], out
     for row in rows:
