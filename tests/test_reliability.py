@@ -338,3 +338,14 @@ def test_signals_during_a_save_wait_for_it(tmp_path: Path, monkeypatch: pytest.M
     run = tmp_path / "r"
     assert ckpt.checkpoint_updates(run / "model.zip") == 2 == _lines(run)
     assert TokenPPO.load(run / "model.zip", device="cpu").update_metrics[-1]["update"] == 2
+
+
+def test_a_run_saved_before_checkpoints_had_their_own_meta_resumes(one_update_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "old"
+    run.mkdir()
+    for name in ("config.json", "metrics.jsonl", "progress.csv"):
+        (run / name).write_bytes((one_update_run / name).read_bytes())
+    TokenPPO.load(one_update_run / "model.zip", device="cpu").save(run / "model.zip")  # SB3's zip, no meta, no RNG states
+    assert ckpt.checkpoint_updates(run / "model.zip") == 1 and ckpt.load_rng_state(run / "model.zip") is None
+    main(["--resume", str(run), "--n-updates", "2"])
+    assert _updates(run) == [1, 2] and _csv_rows(run) == 2
