@@ -129,10 +129,12 @@ def save_checkpoint(model: Any, path: str | os.PathLike, hf: bool = True) -> flo
             os.replace(hf_tmp, hf_dir)
             shutil.rmtree(old, ignore_errors=True)
             _fsync_dir(path.parent)
-    except OSError as err:
+    except BaseException as err:  # an exception raised by a signal handler included: leave no temporary file
         tmp.unlink(missing_ok=True)
         shutil.rmtree(hf_tmp, ignore_errors=True)
-        raise CheckpointError(err.errno, _save_failure(path, err, updates)) from err
+        if isinstance(err, OSError):
+            raise CheckpointError(err.errno, _save_failure(path, err, updates)) from err
+        raise
     return time.perf_counter() - t0
 
 
