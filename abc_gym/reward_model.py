@@ -114,6 +114,12 @@ class RewardModel:
         self.tokenizer = tokenizer
         self.policy_tokenizer = policy_tokenizer
         self.is_decoder = _is_decoder(model, tokenizer)
+        if self.is_decoder and pooling in ("cls", "mean"):
+            # ABC reads the attention of the row the score comes from; a decoder head scores the last token.
+            raise ValueError(
+                f"pooling={pooling!r} on {type(model).__name__}, a decoder whose classification head reads the score "
+                "at the last non-pad token, so no other row's attention explains it: use pooling='last' (or 'auto')"
+            )
         self.pooling = ("last" if self.is_decoder else "cls") if pooling == "auto" else pooling
         self.attention_source = attention_source
         self.pos_index, self.neg_index = _label_indices(model, positive_label)

@@ -400,3 +400,140 @@ def test_forked_worker_after_cuda_gets_a_clear_device_rule(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(ValueError, match="forked after its parent used CUDA.*'context': 'spawn'"):
         resolve_device("cuda")
+
+
+# ------------------------------------------------------------------ issue 21: one line naming argument, value and fix
+def _one_line(err: BaseException) -> str:
+    text = str(err)
+    assert "\n" not in text, f"the message is one line: {text!r}"
+    return text
+
+
+def test_prompts_file_that_is_not_utf8(tmp_path):
+    bad = tmp_path / "prompts.txt"
+    bad.write_bytes("the café was\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"prompts=.*prompts.txt' is not UTF-8 text \(byte 0xe9 at offset 7\): re-save") as err:
+        gym.make(ENV, prompts=str(bad), **CPU)
+    _one_line(err.value)
+    assert isinstance(err.value.__cause__, UnicodeDecodeError), "the library error is chained"
+
+
+def test_empty_prompts_path():
+    with pytest.raises(ValueError, match=r"prompts='' is an empty path: pass a list of strings") as err:
+        gym.make(ENV, prompts="", **CPU)
+    _one_line(err.value)
+
+
+@pytest.mark.parametrize("name", ["reward_model", "policy"])
+def test_model_path_that_is_a_file(name, tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\0" * 64)
+    with pytest.raises(ValueError, match=rf"{name}=.*model.safetensors' is a file; pass the .* directory") as err:
+        gym.make(ENV, **{name: str(weights)}, **CPU)
+    _one_line(err.value)
+
+
+@pytest.mark.parametrize("name", ["reward_model", "policy"])
+def test_model_directory_without_config_json(name, tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match=rf"{name}=.* has no config.json \(it holds \['tokenizer.json'\]\): pass a directory written by save_pretrained") as err:
+        gym.make(ENV, **{name: str(tmp_path)}, **CPU)
+    _one_line(err.value)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("meta", "the meta device holds shapes, not values"), ("mps", "MPS .* is not available on this machine")],
+)
+def test_unusable_device_kinds(device, message):
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    for key in ("device", "reward_device"):
+        with pytest.raises(ValueError, match=rf"{key}='{device}'.*{message}.*device='cpu'") as err:
+            gym.make(ENV, **{**CPU, key: device})
+        _one_line(err.value)
+
+
+def test_render_mode_that_is_not_a_string():
+    from abc_gym.env import TokenGenerationEnv
+
+    spec = gym.spec(ENV)
+    with pytest.raises(TypeError, match=r"render_mode must be None or 'ansi', got 5 \(int\): pass render_mode='ansi'"):
+        TokenGenerationEnv(render_mode=5, **{**spec.kwargs, **CPU})
+    with pytest.raises(TypeError, match="render_mode must be None or 'ansi', got 5"):
+        gym.make_vec(ENV, 2, render_mode=5, **CPU)
+
+
+def test_reward_model_kwargs_with_an_unknown_key():
+    with pytest.raises(TypeError, match=r"reward_model_kwargs=\{'bogus': 1\}: unknown key\(s\) \['bogus'\]; RewardModel.from_pretrained takes positive_label, pooling") as err:
+        gym.make(ENV, reward_model_kwargs={"bogus": 1}, **CPU)
+    _one_line(err.value)
+    gym.make(ENV, reward_model_kwargs={"pooling": "last"}, **CPU)  # a known key still works
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_decoder_reward_model_refuses_pooling_it_cannot_honour(pooling, policy_tokenizer, tiny_rm):
+    with pytest.raises(ValueError, match=rf"pooling='{pooling}' on GPT2ForSequenceClassification, a decoder .* use pooling='last'"):
+        RewardModel(tiny_rm, policy_tokenizer, policy_tokenizer, pooling=pooling, device="cpu")
+    with pytest.raises(ValueError, match=rf"pooling='{pooling}' on GPT2ForSequenceClassification"):
+        gym.make(ENV, reward_model_kwargs={"pooling": pooling}, **CPU)
+
+
+def _finish(env, action: int = 5):
+    env.reset(seed=0)
+    while True:
+        _, _, done, _, info = env.step(action)
+        if done:
+            return info
+
+
+@pytest.mark.parametrize(
+    ("kind", "returns", "error", "message"),
+    [
+        ("gold_scorer", lambda text: "positive", TypeError, "gold_scorer returned 'positive' \\(str\\) for the completion .*: it must return one float"),
+        ("gold_scorer", lambda text: [0.5, 0.1], TypeError, "gold_scorer returned \\[0.5, 0.1\\] \\(list\\)"),
+        ("gold_scorer", lambda text: float("nan"), ValueError, "gold_scorer returned nan for the completion .*: a gold score must be finite"),
+        ("gold_credit", lambda text: 0.7, TypeError, "gold_credit returned 0.7 \\(float\\) for the completion .*: it must return a list of \\(start_char, end_char, weight\\)"),
+        ("gold_credit", lambda text: [(0, 3)], TypeError, "gold_credit returned \\(0, 3\\) \\(tuple\\) at index 0"),
+        ("gold_credit", lambda text: [(0, 3, float("nan"))], ValueError, "gold_credit returned weight nan at index 0 .*finite and >= 0"),
+    ],
+)
+def test_gold_functions_returning_the_wrong_thing(kind, returns, error, message):
+    env = gym.make(ENV, **{kind: returns}, reward_mode="abc", min_new_tokens=2, max_new_tokens=2, **CPU)
+    with pytest.raises(error, match=message) as err:
+        _finish(env)
+    _one_line(err.value)
+
+
+def test_gold_score_as_a_one_element_array_is_a_number():
+    env = gym.make(ENV, gold_scorer=lambda text: np.array([0.25]), min_new_tokens=2, max_new_tokens=2, **CPU)
+    assert _finish(env)["gold_score"] == 0.25
+
+
+def test_step_before_reset_says_so():
+    from abc_gym.env import TokenGenerationEnv
+
+    spec = gym.spec(ENV)
+    env = TokenGenerationEnv(**{**spec.kwargs, **CPU})
+    with pytest.raises(RuntimeError, match=r"step\(\) before reset\(\): call env.reset\(\)"):
+        env.step(5)
+    venv = gym.make_vec(ENV, 2, **CPU)
+    with pytest.raises(RuntimeError, match=r"step\(\) before reset\(\)"):
+        venv.step(np.array([5, 5]))
+    env.reset(seed=0)
+    env.step(5)  # then it steps
+
+
+@pytest.mark.parametrize("front_end", ["single", "vector", "sb3"])
+def test_assigning_max_new_tokens_is_refused_not_ignored(front_end):
+    from abc_gym.sb3_vec_env import TokenGenerationSB3VecEnv
+
+    make = {
+        "single": lambda: gym.make(ENV, **CPU).unwrapped,
+        "vector": lambda: gym.make_vec(ENV, 2, **CPU).unwrapped,
+        "sb3": lambda: TokenGenerationSB3VecEnv.from_env_id(ENV, 2, **CPU),
+    }[front_end]
+    env = make()
+    with pytest.raises(AttributeError, match=r"max_new_tokens=3: max_new_tokens \(now 15\) fixes the observation .*gym.make\(id, max_new_tokens=3\)"):
+        env.max_new_tokens = 3
+    assert env.max_new_tokens == 15 == env.episodes.max_new_tokens
