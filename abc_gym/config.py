@@ -24,7 +24,15 @@ from abc_gym.device import Device, resolve_device
 from abc_gym.hub import load_pretrained
 from abc_gym.registration import resolve_references
 from abc_gym.reward_model import RewardModel
-from abc_gym.validation import check_bool, check_callable, check_int
+from abc_gym.validation import (
+    check_bool,
+    check_callable,
+    check_device_kind,
+    check_int,
+    check_model_source,
+    check_prompts_source,
+    check_reward_model_kwargs,
+)
 
 RewardModelSpec = str | os.PathLike | RewardModel | Callable[..., RewardModel]
 PromptsSpec = Sequence[str] | str | os.PathLike | Callable[[PreTrainedTokenizerBase], Sequence[str]]
@@ -139,8 +147,10 @@ class EnvConfig:
                 "reward_mode='oracle' needs the task's gold per-token credit, and this env has no gold_credit: "
                 f"use one of {', '.join(m for m in REWARD_MODES if m != 'oracle')}, or pass gold_credit=..."
             )
+        check_device_kind("device", self.device)
         self.device = resolve_device(self.device)
         if self.reward_device is not None:
+            check_device_kind("reward_device", self.reward_device)
             try:
                 self.reward_device = resolve_device(self.reward_device)
             except (TypeError, ValueError) as err:
@@ -169,6 +179,10 @@ class EnvConfig:
                     f"reward_model_kwargs={self.reward_model_kwargs!r} only apply when reward_model is a path or hub id; "
                     f"this reward_model is a {type(self.reward_model).__name__}: configure it where it is built"
                 )
+            check_reward_model_kwargs(self.reward_model_kwargs)
+        check_model_source("policy", self.policy, "policy (causal LM)")
+        check_model_source("reward_model", self.reward_model, "reward model (sequence classifier)")
+        check_prompts_source(self.prompts)
 
     @property
     def policy_name_or_path(self) -> str | None:

@@ -29,7 +29,7 @@ from abc_gym.device import Device, resolve_device
 from abc_gym.infos import pad_episode_info
 from abc_gym.prompts import load_prompt_list
 from abc_gym.reward_model import RewardModel
-from abc_gym.validation import check_actions, check_bool, check_callable, check_int
+from abc_gym.validation import check_actions, check_bool, check_callable, check_gold_credit, check_gold_score, check_int
 
 GoldScorer = Callable[[str], float]
 GoldCredit = Callable[[str], Sequence[tuple[int, int, float]]]
@@ -469,7 +469,7 @@ class TokenEpisodes:
         rows = []
         for text, row_spans in zip(texts, spans):
             w = torch.zeros(width, dtype=torch.float64)
-            w[: len(row_spans)] = char_weights_to_tokens(self.gold_credit(text), row_spans)
+            w[: len(row_spans)] = char_weights_to_tokens(check_gold_credit(self.gold_credit(text), text), row_spans)
             rows.append(w)
         weights = torch.stack(rows).to(self.device)
         completion = batch.completion_mask
@@ -529,7 +529,7 @@ class TokenEpisodes:
                 prompt=self.prompts[int(self.prompt_index[int(batch.rows[b])])],
                 completion_ids=completion.numpy().astype(np.int64),
                 attention=None if attention is None else attention[b, sl].numpy(),
-                gold_score=None if self.gold_scorer is None else float(self.gold_scorer(texts[b])),
+                gold_score=None if self.gold_scorer is None else check_gold_score(self.gold_scorer(texts[b]), texts[b]),
                 gold_credit=None if gold is None else gold[b, sl].numpy(),
             )
             if gold_fallback is not None:
