@@ -3,6 +3,7 @@
     python benchmarks/peer_trl.py                                  # CPU: 64 completions x 48 tokens, 5 repeats
     python benchmarks/peer_trl.py --device cuda --completions 64 256
     python benchmarks/peer_trl.py --skip-trl                        # TokenPPO and the floor only (no TRL needed)
+    python benchmarks/peer_trl.py --repeats 9 --json peer.json      # also every repeat's seconds, as JSON
 
 On the shipped policy and reward model (``abc_gym.tasks.sentiment``: ``POLICY_PATH``,
 ``REWARD_MODEL_PATH``) and at one set of PPO settings on both sides (``--completions`` x 48 new
@@ -22,7 +23,10 @@ lambda 0.95, a separate value trunk, float32, 1 torch thread on a CPU), it times
   same prompts (``benchmarks.agent_throughput.generate_timer(..., with_ref=True)``).
 
 Each figure is the median over ``--repeats`` interleaved repeats after one warm-up of each.
-Prints markdown tables and the settings that could not be made equal (:data:`UNEQUAL`).
+Prints markdown tables and the settings that could not be made equal (:data:`UNEQUAL`). TRL's
+update is also split into its ``generate`` (``batch_generation``), its two ``gc.collect()`` calls
+(which walk every Python object of the process, so they grow with what else the process holds)
+and the rest.
 
 TRL 1.12 is not a dependency of abc_gym; install it in its own venv (torch pinned to the one
 you run the project with)::
