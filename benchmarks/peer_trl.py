@@ -108,8 +108,12 @@ def load_trl() -> tuple[str, Any, Any]:
             warnings.filterwarnings("ignore", message=".*trl.experimental.*")
             from trl.experimental.ppo import PPOConfig, PPOTrainer
     except ImportError as err:
-        raise TrlMissing(
-            f"TRL {version} has no trl.experimental.ppo.PPOTrainer ({err}); install TRL 1.12: {INSTALL}"
+        if (getattr(err, "name", None) or "").startswith("trl"):  # the module is not in this release
+            raise TrlMissing(f"TRL {version} has no trl.experimental.ppo.PPOTrainer; install TRL 1.12: {INSTALL}") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise TrlMissing(  # a dependency of TRL's (datasets, pyarrow, ...) does not import
+            f"TRL {version}'s PPO does not import here ({reason}): fix that dependency, or install TRL 1.12 in its own "
+            f"venv: {INSTALL}"
         ) from None
     return version, PPOConfig, PPOTrainer
 

@@ -84,6 +84,22 @@ def test_without_trl_ppo_the_script_fails_in_one_line_naming_the_install(
         assert "TRL 1.13.0 has no trl.experimental.ppo.PPOTrainer" in msg
 
 
+def test_a_dependency_of_trl_that_fails_to_import_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """TRL 1.12 installed but its PPO module fails on a dependency (pyarrow built for NumPy 2 on NumPy 1.26)."""
+    ppo = tmp_path / "trl" / "experimental" / "ppo"
+    ppo.mkdir(parents=True)
+    (tmp_path / "trl" / "__init__.py").write_text('__version__ = "1.12.0"\n')
+    (tmp_path / "trl" / "experimental" / "__init__.py").write_text("")
+    (ppo / "__init__.py").write_text('raise ImportError("pyarrow requires NumPy 2.0 or newer, found 1.26.4")\n')
+    for name in [m for m in sys.modules if m == "trl" or m.startswith("trl.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(peer_trl.TrlMissing, match=r"TRL 1\.12\.0's PPO does not import here \(pyarrow requires NumPy 2\.0"):
+        peer_trl.load_trl()
+    for name in [m for m in sys.modules if m == "trl" or m.startswith("trl.")]:
+        del sys.modules[name]  # the fake package must not outlive the test (monkeypatch puts any real one back)
+
+
 def test_trl_half_at_tiny_sizes() -> None:
     try:
         version, _, _ = peer_trl.load_trl()
