@@ -199,7 +199,8 @@ class TokenGenerationVecEnv(VectorEnv):
         return self.episodes.action_masks()
 
     def _step_info(self) -> dict[str, Any]:
+        # copies: a CPU tensor's numpy view would change under callers that keep infos (rollout buffers)
         return {
-            "prompt_length": self.episodes.prompt_len.cpu().numpy(),
-            "generated": self.episodes.gen_len.cpu().numpy(),
+            "prompt_length": self.episodes.prompt_len.cpu().numpy().copy(),
+            "generated": self.episodes.gen_len.cpu().numpy().copy(),
         }

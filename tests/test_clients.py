@@ -224,7 +224,7 @@ def test_torchrl_reads_the_credit_into_the_tensordict(client):
     }[client]()
     env.set_info_dict_reader(CreditInfoReader.for_env(env))
     env.set_seed(0)
-    td = env.rollout(24, break_when_any_done=False)
+    td = env.rollout(60, break_when_any_done=False)
     nxt = td["next"]
     done = nxt["done"].squeeze(-1)
     reward = nxt["reward"].squeeze(-1).double()
@@ -232,8 +232,8 @@ def test_torchrl_reads_the_credit_into_the_tensordict(client):
     assert credit.shape == (*td.shape, 7) and credit.dtype == torch.float64
     assert int(done.sum()) >= 3
     torch.testing.assert_close(credit[done].sum(-1), reward[done], rtol=1e-5, atol=1e-5)
-    if td.batch_dims == 1:  # one env. Batched under TorchRL: score != sum(token_rewards) seen on some rows (open)
-        torch.testing.assert_close(nxt["score"][done], credit[done].sum(-1), rtol=1e-9, atol=1e-9)
+    # failed on the batched env while its step infos were views of the engine's state, which TorchRL wrote into
+    torch.testing.assert_close(nxt["score"][done], credit[done].sum(-1), rtol=1e-9, atol=1e-9)
     n = nxt["num_tokens"][done]
     assert ((n >= 1) & (n <= 7)).all() and not credit[~done].any() and not nxt["num_tokens"][~done].any()
     env.close()

@@ -408,3 +408,16 @@ def test_unsupported_render_mode_follows_gymnasium():
         env.render()
     with pytest.raises(gym.error.UnsupportedMode, match="render_mode='ansi'"):
         env.unwrapped.render()
+
+
+def test_batched_step_infos_are_not_views_of_the_engine():
+    """A kept info must not change when the env steps on (TorchRL wrote into such views and corrupted episodes)."""
+    venv = gym.make_vec("abc_gym/Sentiment-v0", 2, **FAST)
+    _, info = venv.reset(seed=0)
+    _, _, _, _, info = venv.step(np.array([5, 6]))
+    kept = {k: v.copy() for k, v in info.items()}
+    info["generated"][:] = 99  # a client writing into the arrays it was given must not reach the engine
+    assert venv.unwrapped.episodes.gen_len.tolist() == [1, 1]
+    _, _, _, _, later = venv.step(np.array([5, 6]))
+    np.testing.assert_array_equal(kept["prompt_length"], later["prompt_length"])
+    assert later["generated"].tolist() == [2, 2]
