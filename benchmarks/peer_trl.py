@@ -433,6 +433,12 @@ def measure(completions: int, new_tokens: int, device: str, repeats: int, with_t
     return info
 
 
+def paired_ratio(numerator: list[float], denominator: list[float]) -> str:
+    """``"1.23x (1.10-1.31x)"``: median and range of the per-repeat ratios (each repeat ran both, back to back)."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)"
+
+
 def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool) -> str:
     """The peer table, the rollout / update split with the floor, and the settings that differ."""
     out = []
@@ -451,6 +457,11 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool) 
                 f"| {tok / m['abc']:,.0f} | {tok / m['sparse']:,.0f} | {m['trl'] / m['abc']:.2f}x | {m['trl'] / m['sparse']:.2f}x "
                 f"| {gen:.2f} | {gc_s:.2f} | {m['trl'] - gen - gc_s:.2f} |"
             )
+        for n, r in results.items():
+            out.append("")
+            out.append(f"{n} completions, paired by repeat (median and range of the per-repeat ratios): " + "; ".join(
+                f"TRL / TokenPPO {mode} {paired_ratio(r['seconds']['trl'], r['seconds'][mode])}" for mode in ("abc", "sparse")
+            ))
         objects = ", ".join(f"{r['python_objects']:,}" for r in results.values() if "python_objects" in r)
         out += ["", "TRL generate: its batch_generation (HF generate, fixed length). TRL gc.collect: its two calls per "
                 f"update, which walk every Python object of this process ({objects} here, TokenPPO's included). TRL "
