@@ -223,6 +223,12 @@ class Recorder:
 # ----------------------------------------------------------------------------- TRL
 
 
+def _positive_index(config: Any) -> int:
+    """The positive class of a 2-class RM: the label whose name starts with "pos", else 1 (abc_gym's rule)."""
+    label2id = {k.lower(): v for k, v in (config.label2id or {}).items()}
+    return next((v for k, v in label2id.items() if k.startswith("pos")), 1)
+
+
 def one_output_reward_model(path: str):
     """A copy of the 2-class sequence classifier at ``path`` with one output, head weight ``w_pos - w_neg``,
     so its score equals the env's ``R = logit_pos - logit_neg``."""
@@ -232,8 +238,7 @@ def one_output_reward_model(path: str):
     from transformers import AutoModelForSequenceClassification
 
     rm2 = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-    label2id = {k.lower(): v for k, v in rm2.config.label2id.items()}
-    pos = next((v for k, v in label2id.items() if k.startswith("pos")), 1)
+    pos = _positive_index(rm2.config)
     neg = 1 - pos
     if rm2.config.num_labels != 2 or getattr(rm2.score, "bias", None) is not None:
         raise ValueError(f"{path}: expected a 2-output score head without bias, got {rm2.score}")
@@ -241,7 +246,9 @@ def one_output_reward_model(path: str):
     cfg.num_labels, cfg.id2label, cfg.label2id = 1, {0: "REWARD"}, {"REWARD": 0}
     rm1 = type(rm2)(cfg)
     state = {k: v for k, v in rm2.state_dict().items() if not k.startswith("score.")}
-    rm1.load_state_dict(state, strict=False)
+    missing, unexpected = rm1.load_state_dict(state, strict=False)
+    if unexpected or missing != ["score.weight"]:
+        raise RuntimeError(f"1-output RM copy: missing {missing}, unexpected {unexpected} (expected only score.weight)")
     with torch.no_grad():
         rm1.score.weight.copy_(rm2.score.weight[pos] - rm2.score.weight[neg])
     return rm1.eval(), rm2.eval()
@@ -253,8 +260,7 @@ def check_equal_reward(rm1, rm2, tokenizer) -> float:
 
     from abc_gym.tasks.sentiment import load_prompts
 
-    label2id = {k.lower(): v for k, v in rm2.config.label2id.items()}
-    pos = next((v for k, v in label2id.items() if k.startswith("pos")), 1)
+    pos = _positive_index(rm2.config)
     batch = tokenizer(load_prompts()[:8], return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         r1 = rm1(**batch).logits[:, 0]
