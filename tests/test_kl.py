@@ -29,8 +29,7 @@ def _first_rollout_kls(algo: str, env_id: str, **kw) -> np.ndarray:
     )
     model = build_model(cfg)
     model.set_logger(configure(None, []))
-    model.learn(n_updates=1)  # the KL of each episode is computed during the rollout, before any update
-    eps = model.rollout_buffer.episodes
+    eps = model.collect_rollout().episodes  # the KL of each episode is computed during the rollout; no update
     assert len(eps) >= 4
     return np.array([e.kl for e in eps]), np.array([e.gen_len for e in eps])
 
