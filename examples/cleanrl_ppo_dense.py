@@ -6,11 +6,13 @@ CleanRL's ``ppo.py``. The only abc_gym-specific lines are the credit write-back:
 rollout's rewards with each episode's ``token_rewards`` before GAE (``--credit sparse`` skips
 it, for comparison). The policy is the task's shipped tiny GPT-2 with a value head.
 
-    python examples/cleanrl_ppo_dense.py                       # ~30 updates on a CPU
+    python examples/cleanrl_ppo_dense.py                       # 60 updates, ~6 s each on an idle CPU core
     python examples/cleanrl_ppo_dense.py --credit sparse       # the same loop on the sparse reward
 
-Each update prints the mean reward-model score R of the episodes it finished; the last line
-compares the first and last updates.
+Each update prints the mean reward-model score R of the episodes it finished (about 25 per
+update); the last line compares the first and last fifth of the updates. Measured (one run, seed 1,
+dense, these defaults but 100 updates, a shared 2-core CPU, 32 min): mean R +0.09 over updates
+1-20, +7.73 over updates 81-100 (above +6.5 from update 53 on). No sparse run was made to compare.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ class Args:
     """seed of the envs, torch and numpy"""
     num_envs: int = 16
     """episodes stepped together (one torch batch in the env)"""
-    num_steps: int = 32
+    num_steps: int = 16
     """steps per env per rollout"""
-    num_updates: int = 30
+    num_updates: int = 60
     """PPO updates (rollouts)"""
     learning_rate: float = 1e-4
     """Adam learning rate"""
@@ -51,7 +53,7 @@ class Args:
     """GAE lambda"""
     num_minibatches: int = 4
     """minibatches per epoch"""
-    update_epochs: int = 2
+    update_epochs: int = 4
     """epochs per update"""
     clip_coef: float = 0.2
     """PPO clip"""
@@ -59,7 +61,7 @@ class Args:
     """value loss weight"""
     max_grad_norm: float = 0.5
     """gradient clip"""
-    threads: int = 2
+    threads: int = 1
     """torch CPU threads (set here, in the script only)"""
 
 
