@@ -2,13 +2,15 @@
 
 SB3-style API, imported on first use so that ``import agents`` stays light (no torch, no SB3)::
 
-    from agents import PPO, A2C, TRPO, MaskablePPO, TokenPPO, TransformerActorCriticPolicy, TrainConfig, train
+    from agents import PPO, A2C, TRPO, MaskablePPO, TokenPPO, RLOO, TransformerActorCriticPolicy, TrainConfig, train
+
+``train`` is a plain function (:func:`agents.training.train`); the CLI is ``python -m agents``.
 
 Modules: ``config`` (TrainConfig, the defaults), ``registry`` (algorithm name -> class and
 kwargs), ``ppo`` / ``a2c`` / ``trpo`` / ``maskable_ppo`` / ``token_ppo`` (one algorithm each),
 ``credit_mixin`` (rollouts with credit write-back), ``buffers``, ``kl``, ``metrics``,
 ``policy`` (TransformerActorCriticPolicy, RowKVCache), ``env_util`` (env factory and checks),
-``compat`` (SB3 internals), ``train`` (CLI and ``train(config)``).
+``compat`` (upstream internals), ``training`` (``train(config)``), ``cli`` (``python -m agents``).
 """
 
 from __future__ import annotations
@@ -25,15 +27,15 @@ _LAZY = {
     "TransformerActorCriticPolicy": "agents.policy",
     "MaskableTransformerActorCriticPolicy": "agents.policy",
     "TrainConfig": "agents.config",
+    "train": "agents.training",
+    "RLOO": "agents.rloo",
     "make_token_vec_env": "agents.env_util",
 }
 
-__all__ = [*_LAZY, "train"]
+__all__ = [*_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "train":  # the submodule agents.train is callable as the train() function
-        return importlib.import_module("agents.train")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # later lookups skip __getattr__

@@ -190,7 +190,7 @@ def checkpoint_updates(path: str | os.PathLike) -> int:
         raise CheckpointError(
             errno.EINVAL,
             f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); it was written by something "
-            "else or cut short by an older agents.train: restore it from a copy, or start the run afresh",
+            "else or cut short by an older abc_gym agents: restore it from a copy, or start the run afresh",
         ) from err
 
 

@@ -1,7 +1,7 @@
 """``TrainConfig``: every hyperparameter of a run, the one place their defaults live.
 
 The algorithm classes (:mod:`agents.ppo`, ...) take their constructor defaults from
-:data:`DEFAULTS`, the CLI (``python -m agents.train``) builds one flag per field with the
+:data:`DEFAULTS`, the CLI (``python -m agents``) builds one flag per field with the
 field's ``help``, and :meth:`TrainConfig.validate` checks every value before anything is
 built or written, naming the flag, the value and the allowed range.
 

@@ -53,7 +53,7 @@ class CreditAssignmentMixin:
     """Token-credit write-back, KL penalty, complete-episode rollouts, update horizon and metrics (see module doc)."""
 
     credit_buffer_class: ClassVar[type] = CreditDictRolloutBuffer
-    dp: DataParallel = LOCAL  # data-parallel group (agents.distributed); agents.train sets it under torchrun
+    dp: DataParallel = LOCAL  # data-parallel group (agents.distributed); agents.training sets it under torchrun
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = TOKEN_POLICY_ALIASES
 
     # set by _init_credit

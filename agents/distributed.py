@@ -1,6 +1,6 @@
 """Data-parallel training with ``torch.distributed``: K learners, one global batch, one update.
 
-``torchrun --nproc-per-node K -m agents.train ...`` starts K processes (ranks). Each rank
+``torchrun --nproc-per-node K -m agents ...`` starts K processes (ranks). Each rank
 
 - builds the same model (same seed; rank 0's weights are broadcast to be sure) and its own
   slice of the batched env: ``episodes_per_update / K`` rows, seeded like rows
@@ -344,7 +344,7 @@ def data_parallel(cfg: Any) -> Iterator[tuple[DataParallel, Any]]:
         timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
         store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
         # A fresh key prefix per group: a second train() in the same processes must not read the first one's keys.
-        store = dist.PrefixStore(f"agents.train/{next(_GROUP_COUNT)}", store)
+        store = dist.PrefixStore(f"agents.training/{next(_GROUP_COUNT)}", store)
         dist.init_process_group(backend=backend, store=store, world_size=world, rank=rank, timeout=timeout)
     dp = DataParallel(
         world_size=world, rank=rank, local_rank=local_rank, active=True, comm_device=torch.device(device), grad_weight=1.0 / world

@@ -119,7 +119,7 @@ class RowKVCache:
             except Exception as err:  # compile errors are long; say which switch avoids them
                 raise RuntimeError(
                     f"compile_decode=True: the compiled decode step failed on {ids.device} ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0] if str(err) else ''}). Set compile_decode=False (agents.train: "
+                    f"{str(err).splitlines()[0] if str(err) else ''}). Set compile_decode=False (python -m agents: "
                     "--no-compile-decode) to decode eagerly; on a CPU torch.compile needs a C++ compiler"
                 ) from err
         return _decode_step(self.trunk, self.cache, ids.gather(1, last), mask, last, cache_keyword(self.trunk))

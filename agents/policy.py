@@ -68,7 +68,7 @@ class _TransformerPolicyMixin:
     ) -> dict[str, Any]:
         check_token_spaces(observation_space, action_space)
         if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}: use one of {SAMPLERS} (agents.train: --sampler)")
+            raise ValueError(f"unknown sampler {sampler!r}: use one of {SAMPLERS} (python -m agents: --sampler)")
         if model_name_or_path is None:
             raise ValueError(
                 "TransformerActorCriticPolicy needs a causal LM: pass policy_kwargs=dict(model_name_or_path=...) "

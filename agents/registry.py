@@ -1,6 +1,6 @@
 """The algorithm registry: name -> class and the constructor keywords a ``TrainConfig`` gives it.
 
-``build_model`` in :mod:`agents.train` looks the algorithm up here, and everything that lists
+``build_model`` in :mod:`agents.training` looks the algorithm up here, and everything that lists
 the learners reads it: ``TrainConfig``'s and the CLI's choices (``agents.config.ALGOS``), the
 torchrun check (:mod:`agents.distributed`), the benchmark's algorithm choices and the tests
 parametrised over the learners. Adding an algorithm is its module plus one :class:`AlgoSpec`

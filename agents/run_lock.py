@@ -1,6 +1,6 @@
 """One writer per directory: an advisory lock (``fcntl.flock``) on ``DIR/.lock``.
 
-A run directory (``agents.train``) or a benchmark's ``--out`` folder is written by one
+A run directory (``agents.training``) or a benchmark's ``--out`` folder is written by one
 process at a time; a second one is refused with the PID of the holder. The kernel drops
 the lock when its file descriptor closes, so it is released on any exit, SIGKILL included,
 and a stale ``.lock`` file left behind locks nothing. The file is never removed: unlinking

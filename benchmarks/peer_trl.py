@@ -150,10 +150,10 @@ def quiet_progress_bars() -> Iterator[None]:
 
 
 def token_ppo(reward_mode: str, completions: int, new_tokens: int, device: str, seed: int = 0):
-    """TokenPPO at the peer settings (module doc) on the shipped task, built as ``agents.train`` builds it."""
+    """TokenPPO at the peer settings (module doc) on the shipped task, built as ``agents.training`` builds it."""
     from stable_baselines3.common.logger import configure
 
-    from agents.train import TrainConfig, build_model
+    from agents.training import TrainConfig, build_model
 
     cfg = TrainConfig(
         algo="token_ppo", reward_mode=reward_mode, seed=seed, episodes_per_update=completions, n_updates=10**6,

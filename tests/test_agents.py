@@ -15,7 +15,7 @@ from abc_gym.infos import unpad_episode  # noqa: E402
 from agents.algorithms import ALGORITHMS, PPO, make_token_vec_env, nlpo_mask  # noqa: E402
 from agents.policy import TransformerActorCriticPolicy, as_token_ids  # noqa: E402
 from agents.token_ppo import TokenPPO, ppo_loss  # noqa: E402
-from agents.train import TrainConfig, build_model, train  # noqa: E402
+from agents.training import TrainConfig, build_model, train  # noqa: E402
 from tests.conftest import has_cxx_compiler  # noqa: E402
 
 transformers.utils.logging.disable_progress_bar()

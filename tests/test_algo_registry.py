@@ -10,7 +10,7 @@ from agents.a2c import A2C
 from agents.config import ALGOS, TrainConfig
 from agents.registry import REGISTRY, AlgoSpec, register_algorithm
 from agents.rloo import leave_one_out_advantages
-from agents.train import train
+from agents.training import train
 
 torch.set_num_threads(1)
 
@@ -61,7 +61,7 @@ def test_rloo_moves_towards_higher_advantage_tokens():
     """One RLOO step raises the log-prob of the rollout's above-baseline completion relative to the others."""
     from stable_baselines3.common.logger import configure
 
-    from agents.train import build_model
+    from agents.training import build_model
 
     cfg = TrainConfig(algo="rloo", reward_mode="abc", episodes_per_update=4, minibatch_episodes=2, n_updates=1,
                       log_dir=None, progress=False, quiet=True, seed=2, device="cpu", lr=1e-3, normalize_advantage=True)

@@ -200,22 +200,22 @@ def test_levels_table_counts_seeds_that_never_reach() -> None:
 
 def _agents_importable() -> bool:
     try:
-        return importlib.util.find_spec("agents.train") is not None
+        return importlib.util.find_spec("agents.training") is not None
     except ModuleNotFoundError:
         return False
 
 
-needs_agents = pytest.mark.skipif(not _agents_importable(), reason="agents.train is not importable (agents/ is another engineer's work)")
+needs_agents = pytest.mark.skipif(not _agents_importable(), reason="agents.training is not importable (agents/ is another engineer's work)")
 
 
 def _real_config() -> type:
-    from agents.train import TrainConfig
+    from agents.training import TrainConfig
 
     return TrainConfig
 
 
 def _stub_agent(config: type | None = None) -> types.ModuleType:
-    """agents.train with the real TrainConfig (or ``config``) and a fake train(): rm_score = update + seed (+1 for abc)."""
+    """agents.training with the real TrainConfig (or ``config``) and a fake train(): rm_score = update + seed (+1 for abc)."""
     calls: list = []
 
     def train(cfg) -> list[dict]:
@@ -224,7 +224,7 @@ def _stub_agent(config: type | None = None) -> types.ModuleType:
         return [dict(update=u, rm_score=u + cfg.seed + bonus, gold_score=0.1 * u, kl=0.2 * u, value_loss=1.0, entropy=3.0)
                 for u in range(1, cfg.n_updates + 1)]
 
-    mod = types.ModuleType("agents.train")
+    mod = types.ModuleType("agents.training")
     mod.TrainConfig, mod.train, mod.calls = config or _real_config(), train, calls
     return mod
 
@@ -239,7 +239,7 @@ def _config_without(field: str) -> type:
 @needs_agents
 def test_pipeline_with_stub_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stub = _stub_agent()
-    monkeypatch.setitem(sys.modules, "agents.train", stub)
+    monkeypatch.setitem(sys.modules, "agents.training", stub)
     out = tmp_path / "run"
     argv = ["--seeds", "2", "--n-updates", "3", "--modes", "sparse", "abc", "--jobs", "1", "--out", str(out),
             "--set", "lr=0.001"]
@@ -289,7 +289,7 @@ def test_defaults_are_trainconfigs(monkeypatch: pytest.MonkeyPatch) -> None:
     # they follow TrainConfig when it changes, rather than a copy in the benchmark
     changed = dataclasses.make_dataclass("TrainConfig", [("episodes_per_update", int, dataclasses.field(default=7))],
                                          bases=(_real_config(),))
-    monkeypatch.setitem(sys.modules, "agents.train", _stub_agent(changed))
+    monkeypatch.setitem(sys.modules, "agents.training", _stub_agent(changed))
     assert bench.parse_args([]).episodes_per_update == 7
     # the deliberate departures are stated in --help
     help_text = bench.build_parser().format_help()
@@ -299,7 +299,7 @@ def test_defaults_are_trainconfigs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @needs_agents
 def test_missing_trainconfig_field_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "agents.train", _stub_agent(_config_without("episodes_per_update")))
+    monkeypatch.setitem(sys.modules, "agents.training", _stub_agent(_config_without("episodes_per_update")))
     with pytest.raises(RuntimeError, match="lacks field.*episodes_per_update"):
         bench.main(["--seeds", "1", "--n-updates", "1", "--modes", "sparse", "--jobs", "1", "--out", str(tmp_path)])
 

@@ -314,7 +314,7 @@ def test_user_scheme_through_the_sb3_vec_env(first_token):
 
 def test_user_scheme_through_one_agents_update(first_token):
     pytest.importorskip("stable_baselines3")
-    from agents.train import TrainConfig, train
+    from agents.training import TrainConfig, train
 
     cfg = TrainConfig(reward_mode="first-token", n_updates=1, episodes_per_update=2, minibatch_episodes=2, n_epochs=1,
                       log_dir=None, progress=False, quiet=True, device="cpu")
@@ -348,7 +348,7 @@ def test_user_scheme_through_a_benchmark_run(first_token, tmp_path, monkeypatch)
     pytest.importorskip("stable_baselines3")
     import types
 
-    from agents.train import TrainConfig
+    from agents.training import TrainConfig
     from benchmarks import dense_vs_sparse as bench
 
     seen = []
@@ -359,9 +359,9 @@ def test_user_scheme_through_a_benchmark_run(first_token, tmp_path, monkeypatch)
         return [dict(update=u, rm_score=u + cfg.seed, gold_score=0.1 * u, kl=0.2 * u, value_loss=1.0)
                 for u in range(1, cfg.n_updates + 1)]
 
-    stub = types.ModuleType("agents.train")
+    stub = types.ModuleType("agents.training")
     stub.TrainConfig, stub.train = TrainConfig, train
-    monkeypatch.setitem(sys.modules, "agents.train", stub)
+    monkeypatch.setitem(sys.modules, "agents.training", stub)
     out = tmp_path / "run"
     assert bench.main(["--seeds", "1", "--n-updates", "2", "--modes", "sparse", "first-token", "--jobs", "1",
                        "--out", str(out)]) == 0

@@ -32,8 +32,8 @@ import torch
 import agents.credit_mixin as cm
 import agents.policy as pol
 import agents.registry as reg
-import agents.train as tr
-from agents.train import TrainConfig, train
+import agents.training as tr
+from agents.training import TrainConfig, train
 
 out, tag = sys.argv[1], sys.argv[2]
 forward = pol.TransformerActorCriticPolicy.forward
@@ -176,7 +176,7 @@ def test_world_size_one_same_path_and_clean_exit(monkeypatch: pytest.MonkeyPatch
     """torchrun with one process: the group path runs, and the group is gone after success and after an error."""
     import torch.distributed as dist
 
-    from agents.train import train
+    from agents.training import train
 
     for key, value in dict(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())).items():
         monkeypatch.setenv(key, value)

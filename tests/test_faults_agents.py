@@ -11,11 +11,12 @@ import torch
 
 torch.set_num_threads(1)  # tiny model: one thread is fastest and deterministic
 
-import agents.train as train_module  # noqa: E402
+import agents.training as train_module  # noqa: E402
+from agents.cli import main  # noqa: E402
 from agents.config import TrainConfig  # noqa: E402
 from agents.env_util import make_token_vec_env  # noqa: E402
 from agents.token_ppo import TokenPPO  # noqa: E402
-from agents.train import main, make_run_dir, train  # noqa: E402
+from agents.training import make_run_dir, train  # noqa: E402
 
 ENV = "abc_gym/Sentiment-v0"
 SMALL = dict(episodes_per_update=2, minibatch_episodes=2, progress=False, quiet=True)

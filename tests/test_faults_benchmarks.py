@@ -27,20 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _agents_importable() -> bool:
     try:
-        return importlib.util.find_spec("agents.train") is not None
+        return importlib.util.find_spec("agents.training") is not None
     except ModuleNotFoundError:
         return False
 
 
-pytestmark = pytest.mark.skipif(not _agents_importable(), reason="agents.train is not importable (another engineer's work)")
+pytestmark = pytest.mark.skipif(not _agents_importable(), reason="agents.training is not importable (another engineer's work)")
 
 
 # ----------------------------------------------------------------------------- --resume checks the stored settings
 
 
 def _stub_agent() -> types.ModuleType:
-    """agents.train with the real TrainConfig and a fake, instant train() that records its configs."""
-    from agents.train import TrainConfig
+    """agents.training with the real TrainConfig and a fake, instant train() that records its configs."""
+    from agents.training import TrainConfig
 
     calls: list = []
 
@@ -49,7 +49,7 @@ def _stub_agent() -> types.ModuleType:
         return [dict(update=u, rm_score=float(u + cfg.seed), gold_score=0.1 * u, kl=0.1, value_loss=1.0)
                 for u in range(1, cfg.n_updates + 1)]
 
-    mod = types.ModuleType("agents.train")
+    mod = types.ModuleType("agents.training")
     mod.TrainConfig, mod.train, mod.calls = TrainConfig, train, calls
     return mod
 
@@ -57,7 +57,7 @@ def _stub_agent() -> types.ModuleType:
 @pytest.fixture
 def stub(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     mod = _stub_agent()
-    monkeypatch.setitem(sys.modules, "agents.train", mod)
+    monkeypatch.setitem(sys.modules, "agents.training", mod)
     return mod
 
 

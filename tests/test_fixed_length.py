@@ -20,7 +20,7 @@ from stable_baselines3.common.logger import configure  # noqa: E402
 from abc_gym.registration import register_length_variant  # noqa: E402
 from agents.buffers import EOS_ALLOWED_KEY  # noqa: E402
 from agents.registry import REGISTRY  # noqa: E402
-from agents.train import TrainConfig, build_model  # noqa: E402
+from agents.training import TrainConfig, build_model  # noqa: E402
 
 transformers.utils.logging.disable_progress_bar()
 ENV = register_length_variant("abc_gym/Sentiment-v0", 10, 12)

@@ -16,7 +16,7 @@ from stable_baselines3.common.logger import configure
 
 from agents.kl import sequence_log_probs
 from agents.registry import REGISTRY
-from agents.train import TrainConfig, build_model
+from agents.training import TrainConfig, build_model
 
 torch.set_num_threads(1)
 transformers.utils.logging.disable_progress_bar()

@@ -1,6 +1,6 @@
 """No run lost, none silently corrupted (issue 21): checkpoints, signals, one writer, inputs checked first.
 
-The death tests start the real ``python -m agents.train`` on the shipped tiny env (2
+The death tests start the real ``python -m agents`` on the shipped tiny env (2
 completions per update) and kill it: SIGKILL at a random point, SIGTERM, a double SIGINT;
 each resume must leave every update exactly once in ``metrics.jsonl`` and a model that
 loads. The full disk is a patched writer (a small filesystem needs mount rights). The
@@ -26,10 +26,11 @@ import torch
 torch.set_num_threads(1)
 
 from agents import checkpoint as ckpt  # noqa: E402
+from agents.cli import main  # noqa: E402
 from agents.config import TrainConfig  # noqa: E402
 from agents.run_lock import DirLock  # noqa: E402
 from agents.token_ppo import TokenPPO  # noqa: E402
-from agents.train import build_model, main, train  # noqa: E402
+from agents.training import build_model, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(episodes_per_update=2, minibatch_episodes=2, progress=False, quiet=True)
@@ -46,7 +47,7 @@ def _csv_rows(run: Path) -> int:
 
 
 def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "agents.train", *args], cwd=ROOT, env=ENV,
+    return subprocess.Popen([sys.executable, "-m", "agents", *args], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -54,7 +55,7 @@ def _wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 120.0) 
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
-            raise AssertionError(f"agents.train ended (rc {proc.returncode}) before {what}: {proc.communicate()}")
+            raise AssertionError(f"agents.training ended (rc {proc.returncode}) before {what}: {proc.communicate()}")
         assert time.monotonic() < deadline, f"no {what} in {timeout} s"
         time.sleep(0.01)
 
@@ -123,7 +124,7 @@ def test_sigterm_double_sigint_sigkill_then_resume_keeps_each_update_once(tmp_pa
 
 def test_sigint_before_the_first_update_names_no_removed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture) -> None:
-    from agents import train as train_module
+    from agents import training as train_module
 
     real = train_module.build_model
 
@@ -204,7 +205,7 @@ def test_a_locked_run_directory_is_refused_naming_the_holder(tmp_path: Path) -> 
     assert _updates(run) == [1, 2]
 
 
-# ----------------------------------------------------------------------------- agents.train: inputs checked first
+# ----------------------------------------------------------------------------- agents.training: inputs checked first
 
 
 @pytest.mark.parametrize(
@@ -274,7 +275,7 @@ def test_env_kwarg_reaches_the_env_and_is_part_of_the_resumed_config(one_update_
                                    ["--checkpoint-every", "1"]])
 def test_flags_that_cannot_change_results_are_allowed_on_resume(one_update_run: Path, flags: list[str],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents import train as train_module
+    from agents import training as train_module
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # `auto` is then `cpu`
     ran = []
@@ -301,7 +302,7 @@ def test_resume_without_or_with_a_corrupt_model_zip_is_one_line(one_update_run: 
 
 
 def test_disk_full_while_writing_metrics_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents import train as train_module
+    from agents import training as train_module
 
     real_dumps = json.dumps
 

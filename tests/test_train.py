@@ -16,9 +16,10 @@ torch.set_num_threads(1)  # tiny model: one thread is fastest and deterministic
 
 import agents  # noqa: E402
 from agents import compat  # noqa: E402
+from agents.cli import _parser, main  # noqa: E402
 from agents.config import DEFAULTS, TrainConfig  # noqa: E402
 from agents.registry import REGISTRY  # noqa: E402
-from agents.train import _parser, build_model, main, train  # noqa: E402
+from agents.training import build_model, train  # noqa: E402
 
 ENV = "abc_gym/Sentiment-v0"
 SMALL = dict(episodes_per_update=2, minibatch_episodes=2, progress=False, quiet=True)
@@ -39,11 +40,12 @@ def test_public_api_names() -> None:
     from agents import train as train_fn
     from agents.algorithms import ALGORITHMS, make_token_vec_env  # the old module still re-exports
 
-    assert TC is TrainConfig and callable(train_fn)
+    assert TC is TrainConfig and train_fn is train  # a plain function, not a callable module
+    assert list(inspect.signature(train_fn).parameters) == ["config", "on_update", "resume"]
     assert issubclass(TokenPPO, PPO) and ALGORITHMS["trpo"] is TRPO and ALGORITHMS["a2c"] is A2C
     assert MaskablePPO.__module__ == "agents.maskable_ppo" and TransformerActorCriticPolicy.__module__ == "agents.policy"
     assert callable(make_token_vec_env)
-    assert set(REGISTRY) == {"ppo", "a2c", "trpo", "maskable_ppo", "token_ppo"}
+    assert {"ppo", "a2c", "trpo", "maskable_ppo", "token_ppo", "rloo"} <= set(REGISTRY)
     assert {name: spec.load().__name__ for name, spec in REGISTRY.items()}["token_ppo"] == "TokenPPO"
     with pytest.raises(AttributeError):
         agents.NoSuchThing  # noqa: B018
@@ -74,8 +76,8 @@ def test_every_field_has_a_help_line_and_a_flag() -> None:
 
 
 def test_help_runs_from_the_command_line() -> None:
-    out = subprocess.run([sys.executable, "-m", "agents.train", "--help"], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("usage: python -m agents.train") and "completions per rollout" in out
+    out = subprocess.run([sys.executable, "-m", "agents", "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage: python -m agents") and "completions per rollout" in out
 
 
 # ----------------------------------------------------------------------------- B1: schedules span --n-updates

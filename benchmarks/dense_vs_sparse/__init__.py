@@ -1,7 +1,7 @@
 """Dense (ABC) vs sparse reward on the embedded sentiment task: training runs, sweeps, credit fidelity.
 
 Reproduces the experiments of Chan et al., "Dense Reward for Free in RLHF" (ICML 2024)
-on ``abc_gym/Sentiment-v0`` with the project's agents (``agents.train``), and adds two
+on ``abc_gym/Sentiment-v0`` with the project's agents (``agents.training``), and adds two
 analyses the paper does not have: gold (VADER) vs proxy (reward model) score, and the
 fidelity of ABC's credit to the task's gold per-token credit.
 
@@ -22,7 +22,7 @@ this command's settings (TrainConfig after ``--set``, updates, env and lengths, 
 files). SIGINT / SIGTERM stop the worker processes, keep the finished runs and exit
 with 130 / 143 and the ``--resume`` command that completes the benchmark.
 
-Hyperparameters are ``agents.train.TrainConfig``'s defaults (``--set FIELD=VALUE``
+Hyperparameters are ``agents.TrainConfig``'s defaults (``--set FIELD=VALUE``
 overrides one, e.g. ``--set lr=3e-5``), except the learner (SB3 ``ppo``, the learner of
 docs/results.md) and the paper's 150 updates: see ``defaults.BENCH_OVERRIDES``.
 

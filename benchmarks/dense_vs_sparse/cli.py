@@ -46,7 +46,7 @@ def _default_text(field: str, defaults: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; defaults that are TrainConfig's are shown as such (read from agents.train)."""
+    """The argument parser; defaults that are TrainConfig's are shown as such (read from agents.training)."""
     import benchmarks.dense_vs_sparse as pkg
 
     defaults = train_defaults()
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                            for k, (v, why) in BENCH_OVERRIDES.items())
     ap = argparse.ArgumentParser(
         prog=PROG, description=pkg.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Hyperparameters are agents.train.TrainConfig's defaults, except where the benchmark deliberately "
+        epilog="Hyperparameters are agents.TrainConfig's defaults, except where the benchmark deliberately "
                "departs from them\n(benchmarks/dense_vs_sparse/defaults.py, BENCH_OVERRIDES):\n" + departures,
     )
     what = ap.add_argument_group("what to run")
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{defaults.get('algo', '?')!r})")
     task.add_argument("--algos", nargs="+", choices=ALGOS, default=list(SWEEP_ALGOS), help="--sweep algos: learners")
 
-    train = ap.add_argument_group("training (agents.train.TrainConfig)")
+    train = ap.add_argument_group("training (agents.TrainConfig)")
     train.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; --quick: 3)")
     train.add_argument("--seed-offset", type=int, default=0, help="seeds are OFFSET .. OFFSET+SEEDS-1")
     n_updates, why = BENCH_OVERRIDES["n_updates"]
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help=f"torch device (default {_default_text('device', defaults)})")
     train.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                        help="override any other TrainConfig field (JSON value), e.g. --set lr=3e-5 clip_range_vf=null; "
-                            "FIELD must be a field of agents.train.TrainConfig")
+                            "FIELD must be a field of agents.TrainConfig")
     train.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs in parallel (processes)")
     train.add_argument("--threads-per-job", type=int, default=None, help="torch threads per run (default cpus // jobs)")
     train.add_argument("--log-dir", default=None, help="pass a per-run log_dir under this folder to the agent")
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _abc_default_beta() -> float:
-    """abc_gym's own default beta (for --fidelity when agents.train is not importable)."""
+    """abc_gym's own default beta (for --fidelity when agents.training is not importable)."""
     import inspect
 
     from abc_gym.credit import abc_credit
@@ -193,7 +193,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(str(err))
     if args.set:
         if not defaults:
-            ap.error("--set needs agents.train (TrainConfig), which is not importable")
+            ap.error("--set needs agents.training (TrainConfig), which is not importable")
         try:
             overrides = parse_set(args.set)
             check_overrides(overrides, {f.name for f in dataclasses.fields(train_config_class())})
@@ -420,9 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import abc_gym  # noqa: F401  registers the env ids (the plan reads their length ranges)
 
     try:
-        import agents.train  # noqa: F401
+        import agents.training  # noqa: F401
     except ImportError as err:
-        print(f"agents.train is not importable ({err}); training benchmarks need it. "
+        print(f"agents.training is not importable ({err}); training benchmarks need it. "
               "`--fidelity` and `--from-results` work without it.", file=sys.stderr)
         return 2
     return train_benchmark(args, t0)

@@ -1,6 +1,6 @@
 """Constants of the benchmark, and the one place its training settings depart from the agent's.
 
-Hyperparameters are ``agents.train.TrainConfig``'s own: the benchmark reads their defaults
+Hyperparameters are ``agents.TrainConfig``'s own: the benchmark reads their defaults
 from the dataclass (:func:`train_defaults`) and never re-declares them. The only deliberate
 differences are :data:`BENCH_OVERRIDES` (shown in ``--help``).
 """
@@ -71,7 +71,7 @@ class RegisteredAlgos(_RegistryNames):
         return tuple(REGISTRY)
 
 
-#: Metrics every agent history row must carry (agents.train's documented keys).
+#: Metrics every agent history row must carry (agents.training's documented keys).
 METRICS: tuple[str, ...] = ("rm_score", "gold_score", "kl", "value_loss")
 METRIC_LABELS = {"rm_score": "RM score", "gold_score": "gold (VADER) score", "kl": "KL to reference", "value_loss": "value loss"}
 #: Every registered learner: the choices of ``--algo`` / ``--algos``.
@@ -126,14 +126,14 @@ DEFAULT_LENGTHS = ("8-15", "40-59", "90-109")
 
 
 def train_config_class() -> type:
-    """``agents.train.TrainConfig`` (imported late: ``--fidelity`` and ``--from-results`` work without agents)."""
-    from agents.train import TrainConfig
+    """``agents.TrainConfig`` (imported late: ``--fidelity`` and ``--from-results`` work without agents)."""
+    from agents.training import TrainConfig
 
     return TrainConfig
 
 
 def train_defaults() -> dict[str, Any]:
-    """TrainConfig's field defaults by name; empty when agents.train is not importable."""
+    """TrainConfig's field defaults by name; empty when agents.training is not importable."""
     try:
         cls = train_config_class()
     except ImportError:

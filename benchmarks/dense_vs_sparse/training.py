@@ -42,7 +42,7 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def make_train_config(spec: RunSpec, settings: dict[str, Any], log_dir: str | None) -> Any:
-    """Build ``agents.train.TrainConfig`` for one run, checking the fields this script relies on.
+    """Build ``agents.TrainConfig`` for one run, checking the fields this script relies on.
 
     Fields not set here keep TrainConfig's defaults; ``--set`` overrides the others by name.
     """
@@ -51,7 +51,7 @@ def make_train_config(spec: RunSpec, settings: dict[str, Any], log_dir: str | No
     missing = [f for f in REQUIRED_FIELDS if f not in names]
     if missing:
         raise RuntimeError(
-            f"agents.train.TrainConfig lacks field(s) {missing} that the benchmark sets; "
+            f"agents.TrainConfig lacks field(s) {missing} that the benchmark sets; "
             f"it has {sorted(names)}. Update agents/ or REQUIRED_FIELDS in benchmarks/dense_vs_sparse/defaults.py."
         )
     overrides = dict(settings.get("set") or {})
@@ -152,7 +152,7 @@ def run_one(spec: RunSpec, settings: dict[str, Any]) -> list[dict[str, Any]]:
 
     torch.set_num_threads(settings["threads_per_job"])
     ensure_env(spec.env_id)  # length variants are registered per process
-    from agents.train import train
+    from agents.training import train
 
     log_dir = None if settings.get("log_root") is None else str(Path(settings["log_root"]) / spec.name)
     cfg = make_train_config(spec, settings, log_dir)
