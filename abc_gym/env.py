@@ -34,7 +34,33 @@ def observation_space(episodes: TokenEpisodes) -> spaces.Dict:
     )
 
 
-class TokenGenerationEnv(gym.Env):
+class FixedShape:
+    """The two settings that fix the observation and info shapes, read-only on every front end
+    (the single env, the gymnasium vector env, the SB3 VecEnv): assigning one raises instead of
+    being a silent no-op. Needs ``self.episodes`` (the engine)."""
+
+    episodes: Any
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Longest completion; fixes the observation and info shapes, so it cannot change after construction."""
+        return self.episodes.max_new_tokens
+
+    @max_new_tokens.setter
+    def max_new_tokens(self, value: Any) -> None:
+        fixed_setting_error("max_new_tokens", value, self.episodes.max_new_tokens)
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """Room for the prompt in the observation; fixed like :attr:`max_new_tokens`."""
+        return self.episodes.max_prompt_tokens
+
+    @max_prompt_tokens.setter
+    def max_prompt_tokens(self, value: Any) -> None:
+        fixed_setting_error("max_prompt_tokens", value, self.episodes.max_prompt_tokens)
+
+
+class TokenGenerationEnv(FixedShape, gym.Env):
     """Generate a completion one token at a time; the reward model scores it at the end.
 
     ## Action Space
@@ -114,24 +140,6 @@ class TokenGenerationEnv(gym.Env):
         self.episodes.reset_rows([0], [self.np_random])
         self._last_info = {}
         return self._obs(), self._info()
-
-    @property
-    def max_new_tokens(self) -> int:
-        """Longest completion; fixes the observation and info shapes, so it cannot change after construction."""
-        return self.episodes.max_new_tokens
-
-    @max_new_tokens.setter
-    def max_new_tokens(self, value: Any) -> None:
-        fixed_setting_error("max_new_tokens", value, self.episodes.max_new_tokens)
-
-    @property
-    def max_prompt_tokens(self) -> int:
-        """Room for the prompt in the observation; fixed like :attr:`max_new_tokens`."""
-        return self.episodes.max_prompt_tokens
-
-    @max_prompt_tokens.setter
-    def max_prompt_tokens(self, value: Any) -> None:
-        fixed_setting_error("max_prompt_tokens", value, self.episodes.max_prompt_tokens)
 
     def step(self, action: int):
         actions = self.episodes.validate_actions(action, scalar_ok=True)

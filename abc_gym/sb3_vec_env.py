@@ -20,11 +20,11 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError('abc_gym.sb3_vec_env needs stable-baselines3: pip install "abc_gym[agents]"') from err
 
-from abc_gym.env import fixed_setting_error, observation_space
+from abc_gym.env import FixedShape, observation_space
 from abc_gym.vector_env import build_batched, row_generators
 
 
-class TokenGenerationSB3VecEnv(VecEnv):
+class TokenGenerationSB3VecEnv(FixedShape, VecEnv):
     """``num_envs`` token-generation episodes as one SB3 ``VecEnv`` (one torch batch).
 
     Takes ``num_envs`` and the keywords of :class:`~abc_gym.config.EnvConfig` (the same as
@@ -66,15 +66,6 @@ class TokenGenerationSB3VecEnv(VecEnv):
     @property
     def tokenizer(self):
         return self.episodes.tokenizer
-
-    @property
-    def max_new_tokens(self) -> int:
-        """Longest completion; fixes the observation and info shapes, so it cannot change after construction."""
-        return self.episodes.max_new_tokens
-
-    @max_new_tokens.setter
-    def max_new_tokens(self, value: Any) -> None:
-        fixed_setting_error("max_new_tokens", value, self.episodes.max_new_tokens)
 
     def reset(self) -> dict[str, np.ndarray]:
         if any(s is not None for s in self._seeds) or not hasattr(self, "_seeded"):

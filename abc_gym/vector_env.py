@@ -30,7 +30,7 @@ from gymnasium.vector.utils import batch_space
 
 from abc_gym.config import EnvConfig
 from abc_gym.core import EpisodeSetting, TokenEpisodes
-from abc_gym.env import check_render_mode, fixed_setting_error, observation_space
+from abc_gym.env import FixedShape, check_render_mode, observation_space
 from abc_gym.validation import check_int
 
 
@@ -105,7 +105,7 @@ def check_autoreset_mode(mode: Any) -> AutoresetMode:
     return mode
 
 
-class TokenGenerationVecEnv(VectorEnv):
+class TokenGenerationVecEnv(FixedShape, VectorEnv):
     """``num_envs`` token-generation episodes held as one torch batch (see module doc).
 
     Takes ``num_envs``, ``autoreset_mode`` (SAME_STEP only, see module doc) and the keywords of :class:`~abc_gym.config.EnvConfig` (the same as
@@ -180,15 +180,6 @@ class TokenGenerationVecEnv(VectorEnv):
             infos["_final_info"] = result.terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
         return self.episodes.observation(), result.rewards, result.terminated, truncated, infos
-
-    @property
-    def max_new_tokens(self) -> int:
-        """Longest completion; fixes the observation and info shapes, so it cannot change after construction."""
-        return self.episodes.max_new_tokens
-
-    @max_new_tokens.setter
-    def max_new_tokens(self, value: Any) -> None:
-        fixed_setting_error("max_new_tokens", value, self.episodes.max_new_tokens)
 
     def set_attr(self, name: str, value: Any) -> None:
         """Change a setting of every row (validated now, not when an episode ends); see ``core.SETTABLE``."""

@@ -1,19 +1,12 @@
 """Train a token policy with credit-aware RL: ``python -m agents --help``.
 
-Python API (used by the benchmarks)::
-
-    from agents import TrainConfig, train
-    metrics = train(TrainConfig(reward_mode="sparse", n_updates=20, log_dir=None, progress=False))
-
-``train`` returns one dict per update (the JSON lines of ``metrics.jsonl``, keys in
-:mod:`agents.metrics`). A run writes ``<log_dir>/<run>/``: ``config.json``, ``metrics.jsonl``,
-TensorBoard events and ``progress.csv`` (one row per update), and a checkpoint (``model.zip``
-and ``model_hf/``, written atomically: :mod:`agents.checkpoint`) every ``--checkpoint-every``
-updates and at the end. ``--resume RUN_DIR`` continues a run from its last checkpoint, in its
-directory (history cut back to it; ``--n-updates`` may extend the run); one process at a time
-writes a run directory (:mod:`agents.run_lock`). SIGINT (Ctrl-C) and SIGTERM stop the run at the
-next step, save it and exit with 130 / 143; a repeated signal waits for the save. The folders
-a run writes, and every flag, are checked before any work.
+A run writes ``<log_dir>/<run>/``: config.json, metrics.jsonl (one line per update),
+TensorBoard events, progress.csv, and an atomic checkpoint (model.zip, model_hf/) every
+--checkpoint-every updates and at the end. --resume RUN_DIR continues a run from its last
+checkpoint in its directory (history cut back to it; --n-updates may extend it); one process
+at a time writes a run directory. SIGINT (Ctrl-C) and SIGTERM stop the run at the next step,
+save it and exit with 130 / 143. Every flag, and the folders a run writes, are checked before
+any work. The same run from Python: ``agents.train(TrainConfig(...))`` (:mod:`agents.training`).
 ``torchrun --nproc-per-node K -m agents ...`` trains with K data-parallel ranks
 (:mod:`agents.distributed`, docs/distributed.md); rank 0 alone writes.
 

@@ -45,18 +45,7 @@ def check_output_dirs(cfg: TrainConfig, resume: str | os.PathLike | None = None)
         return
     need = _checkpoint_bytes(cfg, resume)
     for flag, folder in targets:
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise ValueError(f"{flag} {folder}: {existing} is not a directory; pick another {flag}")
-        try:
-            with tempfile.TemporaryFile(dir=existing):
-                pass
-        except OSError as err:
-            raise ValueError(
-                f"{flag} {folder}: cannot write in {existing} ({err.strerror}); pick another {flag} or make it writable"
-            ) from err
+        existing = check_writable(flag, folder)
         free = shutil.disk_usage(existing).free
         if need and free < need:
             raise ValueError(
@@ -84,3 +73,28 @@ def _checkpoint_bytes(cfg: TrainConfig, resume: str | os.PathLike | None) -> int
     if folder is None or not folder.is_dir():
         return 0
     return 4 * sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+
+
+def check_writable(flag: str, folder: Path, create: bool = False) -> Path:
+    """``folder`` is a directory, or can be made one, that this process can write in; returns the
+    folder the check wrote in (``folder`` itself, or with ``create=False`` its closest existing
+    ancestor). ``ValueError`` naming the flag, the folder and the fix otherwise."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {folder}: {existing} is not a directory; pick another {flag}")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"{flag} {folder}: cannot create it ({err.strerror}); pick another {flag}") from err
+        existing = folder
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"{flag} {folder}: cannot write in {existing} ({err.strerror}); pick another {flag} or make it writable"
+        ) from err
+    return existing

@@ -57,7 +57,7 @@ Conventions:
   mean). ``rliable`` itself is not a dependency: its interval code imports ``arch`` (a
   heavy dependency, which an earlier check found would not import against the installed
   pandas), its intervals are the bootstrap rejected above, and its point estimates are one
-  scipy call each; ``rliable.metrics.aggregate_iqm`` is used when it imports.
+  scipy call each (``rliable.metrics.aggregate_iqm`` is the same ``trim_mean`` call).
 - **Updates to reach a level** (:func:`updates_to_reach`, :func:`median_ci`): each seed's
   first update whose trailing mean reaches the level; seeds that never do count as
   "never" (+inf), so the median stays honest. The median's interval is the distribution-
@@ -79,11 +79,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-try:  # rliable's IQM is scipy's trim_mean(0.25) over all entries; prefer the reference implementation
-    from rliable.metrics import aggregate_iqm as _rliable_iqm
-except Exception:  # pragma: no cover - rliable is an optional extra
-    _rliable_iqm = None
-
 CI_LEVEL = 0.95
 N_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -95,9 +90,7 @@ def iqm(values: np.ndarray, axis: int | None = 0) -> np.ndarray | float:
     ``scipy.stats.trim_mean`` trims ``int(0.25 * n)`` values from each end, so for
     n < 4 nothing is trimmed and the IQM equals the mean (reported as such).
     """
-    values = np.asarray(values, dtype=float)
-    if axis is None and _rliable_iqm is not None:
-        return float(_rliable_iqm(values))
+    values = np.asarray(values, dtype=float)  # rliable's aggregate_iqm is this same call (not a dependency)
     return sps.trim_mean(values, proportiontocut=0.25, axis=axis)
 
 

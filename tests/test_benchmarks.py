@@ -313,7 +313,7 @@ def test_sweep_plans() -> None:
         (a, m) for a in ("ppo", "a2c", "trpo", "maskable_ppo") for m in ("sparse", "abc"))
     quick = bench.parse_args(["--quick"])
     assert (quick.seeds, quick.modes, quick.n_updates) == (3, ["sparse", "abc", "red"], quick.quick_updates)
-    assert (quick.algo, quick.env_id, quick.quick_updates) == ("token_ppo", "abc_gym/SentimentLong-v0", 50)
+    assert (quick.algo, quick.env_id, quick.quick_updates) == ("token_ppo", "abc_gym/Sentiment-v0", 50)
     plain = bench.parse_args([])
     assert (plain.algo, plain.env_id) == ("ppo", "abc_gym/Sentiment-v0")
     length = bench.build_specs(bench.parse_args(["--sweep", "length", "--seeds", "1", "--modes", "sparse"]))

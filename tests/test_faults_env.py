@@ -537,3 +537,6 @@ def test_assigning_max_new_tokens_is_refused_not_ignored(front_end):
     with pytest.raises(AttributeError, match=r"max_new_tokens=3: max_new_tokens \(now 15\) fixes the observation .*gym.make\(id, max_new_tokens=3\)"):
         env.max_new_tokens = 3
     assert env.max_new_tokens == 15 == env.episodes.max_new_tokens
+    with pytest.raises(AttributeError, match=r"max_prompt_tokens=3: max_prompt_tokens \(now \d+\) fixes the observation"):
+        env.max_prompt_tokens = 3
+    assert env.max_prompt_tokens == env.episodes.max_prompt_tokens

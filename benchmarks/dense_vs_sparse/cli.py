@@ -9,7 +9,6 @@ import math
 import os
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,9 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what = ap.add_argument_group("what to run")
     what.add_argument("--quick", action="store_true",
-                      help="the README's < 10 min check: token_ppo on SentimentLong-v0 (fixed 40-59-token completions), "
-                           "3 seeds, sparse/abc/red, --quick-updates updates (docs/results.md 7.5: its ordering is the "
-                           "full run's)")
+                      help="the README's < 10 min check: token_ppo on Sentiment-v0 (8-15-token completions, where the shipped RM is valid), "
+                           "3 seeds, sparse/abc/red, --quick-updates updates")
     what.add_argument("--smoke", action="store_true",
                       help="1 seed x 2 updates (with --quick: its modes): proves imports, tables and plots in "
                            "about a minute; numbers mean nothing (CI runs the README's main job this way)")
@@ -72,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip runs already in --out/results.json; refused if they were made with other settings")
 
     task = ap.add_argument_group("task and conditions")
-    task.add_argument("--env-id", default=None, help="task (default abc_gym/Sentiment-v0; --quick: abc_gym/SentimentLong-v0)")
+    task.add_argument("--env-id", default=None, help="task (default abc_gym/Sentiment-v0; --quick: abc_gym/Sentiment-v0)")
     task.add_argument("--modes", nargs="+", choices=MODES, default=None, help="credit modes (default: sparse abc uniform oracle; --quick: sparse abc red)")
     task.add_argument("--beta", type=float, default=None, help=f"ABC mixing weight (default {_default_text('beta', defaults)}; paper: 0.8)")
     task.add_argument("--betas", nargs="+", type=float, default=list(BETA_GRID), help="--sweep beta grid")
@@ -345,18 +343,10 @@ def train_benchmark(args: argparse.Namespace, t0: float) -> int:
 
 
 def _check_writable(flag: str, folder: Path) -> None:
-    """``folder`` is (or can be made) a writable directory; ``ValueError`` naming the flag and the fix otherwise."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{flag} {folder}: {existing} is not a directory; pick another {flag}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ValueError(f"{flag} {folder}: cannot write there ({err.strerror}); pick another {flag} or make it writable") from err
+    """``folder`` is (or is made) a writable directory; ``ValueError`` naming the flag and the fix otherwise."""
+    from agents.run_dir import check_writable  # the agents' one check (the benchmark trains with agents)
+
+    check_writable(flag, folder, create=True)
 
 
 def _check_resume_tasks(payload: dict[str, Any], specs: list[RunSpec], args: argparse.Namespace, path: Path) -> None:
