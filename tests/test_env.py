@@ -367,17 +367,25 @@ def test_sync_vector_env_over_gym_make_and_its_wrappers():
     """The issue's own recipe: SyncVectorEnv([lambda: gym.make(id)] * 4), then the vector wrappers."""
     from gymnasium.wrappers.vector import DictInfoToList, FlattenObservation, RecordEpisodeStatistics
 
+    # gymnasium 1.1's DictInfoToList cannot list RecordEpisodeStatistics' nested "episode" dict
+    # (KeyError '_r', whatever the env): there the dict infos are read as they are.
+    as_list = tuple(int(x) for x in gym.__version__.split(".")[:2]) >= (1, 2)
     env = gym.vector.SyncVectorEnv([lambda: gym.make("abc_gym/Sentiment-v0", min_new_tokens=2, max_new_tokens=5, **FAST)] * 4)
-    env = DictInfoToList(RecordEpisodeStatistics(FlattenObservation(env)))
+    env = RecordEpisodeStatistics(FlattenObservation(env))
+    env = DictInfoToList(env) if as_list else env
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     returns = []
     for _ in range(40):
         _, _, _, _, infos = env.step(rng.integers(0, env.single_action_space.n, size=4))
-        for info in infos:
-            if "episode" in info:
-                returns.append(float(info["episode"]["r"]))
-                assert np.isclose(info["episode"]["r"], episode_token_rewards(info).sum(), atol=1e-5)
+        if as_list:
+            ended = [info for info in infos if "episode" in info]
+        else:
+            ended = [{"episode": {"r": infos["episode"]["r"][i]}, **{k: infos[k][i] for k in ("token_rewards", "num_tokens")}}
+                     for i in np.flatnonzero(infos.get("_episode", np.zeros(4, bool)))]
+        for info in ended:
+            returns.append(float(info["episode"]["r"]))
+            assert np.isclose(info["episode"]["r"], episode_token_rewards(info).sum(), atol=1e-5)
     env.close()
     assert len(returns) >= 8
 
