@@ -183,7 +183,7 @@ class CreditAssignmentMixin:
             super().dump_logs(iteration)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ rollouts
-    def _rollout_action_masks(self, env: VecEnv, obs: dict[str, th.Tensor]) -> np.ndarray | None:
+    def rollout_action_masks(self, env: VecEnv, obs: dict[str, th.Tensor]) -> np.ndarray | None:
         """``(N, V)`` bool masks for this step, or ``None`` (overridden by MaskablePPO)."""
         return None
 
@@ -227,7 +227,7 @@ class CreditAssignmentMixin:
         if self._in_episode is None:
             self._in_episode = ~np.asarray(self._last_episode_starts, dtype=bool)  # type: ignore[attr-defined]
         if self._in_episode.any():  # drop the unstored tails of the last rollout: every episode starts here
-            source.reset()
+            self._last_obs = source.reset()  # type: ignore[attr-defined]
             self._last_episode_starts = np.ones(n_envs, dtype=bool)  # type: ignore[attr-defined]
             self._in_episode = np.zeros(n_envs, dtype=bool)
         storing = np.ones(n_envs, dtype=bool)
@@ -246,15 +246,15 @@ class CreditAssignmentMixin:
                     break
             eos_allowed = np.ones(n_envs, dtype=bool) if eos_rule is None else generated + 1 >= eos_rule[1]
             with th.no_grad():
-                obs = source.observation(eos_rule, eos_allowed)
+                obs = source.observation(self._last_obs, eos_rule, eos_allowed)  # type: ignore[attr-defined]
                 masks = source.action_masks(obs)
                 if masks is None:
                     actions, values, log_probs = policy(obs)
                 else:
                     actions, values, log_probs = policy(obs, action_masks=masks)
             rows = np.flatnonzero(storing)
-            source.store(rollout_buffer, rows, actions, self._last_episode_starts, values, log_probs, masks, eos_allowed)  # type: ignore[attr-defined]
-            dones, infos = source.step(actions)  # env rewards are 0 / R: the credit comes from infos
+            source.store(rollout_buffer, rows, self._last_obs, actions, self._last_episode_starts, values, log_probs, masks, eos_allowed)  # type: ignore[attr-defined]
+            self._last_obs, dones, infos = source.step(actions)  # env rewards are 0 / R: the credit comes from infos
             self.num_timesteps += n_envs  # type: ignore[attr-defined]
             callback.update_locals(locals())
             if not callback.on_step():
@@ -268,7 +268,7 @@ class CreditAssignmentMixin:
             self._last_episode_starts = dones  # type: ignore[attr-defined]
             n_steps += 1
 
-        source.close(rollout_buffer)
+        self._last_obs = source.close(rollout_buffer, self._last_obs)  # type: ignore[attr-defined]
         # timesteps over all ranks (every rank then agrees on SB3's stopping rule); one process: unchanged
         self.num_timesteps = steps_before + int(self.dp.sum([self.num_timesteps - steps_before])[0])  # type: ignore[attr-defined]
         rollout_buffer.compute_returns_and_advantage()
@@ -277,7 +277,7 @@ class CreditAssignmentMixin:
         callback.on_rollout_end()
         return True
 
-    def _finish_episodes(self, buffer: Any, rows: list[int], infos: list[dict[str, Any]]) -> None:
+    def finish_episodes(self, buffer: Any, rows: list[int], infos: list[dict[str, Any]]) -> None:
         """Credit write-back for the episodes that ended on ``rows`` this step (one reference forward)."""
         for r in rows:
             if "token_rewards" not in infos[r] or "terminal_observation" not in infos[r]:

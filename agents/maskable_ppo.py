@@ -94,7 +94,7 @@ class MaskablePPO(CreditAssignmentMixin, _MaskablePPO):
                 ent_coef=ent_coef, max_grad_norm=max_grad_norm, policy_kwargs=policy_kwargs, device=device, **kwargs,
             )
 
-    def _rollout_action_masks(self, env: VecEnv, obs: dict[str, th.Tensor]) -> np.ndarray:
+    def rollout_action_masks(self, env: VecEnv, obs: dict[str, th.Tensor]) -> np.ndarray:
         """``(N, V)`` bool: the env's allowed tokens within the reference policy's top-k / top-p."""
         env_masks = th.as_tensor(get_action_masks(env), device=self.device).bool()
         if self.top_k == 0 and self.top_p >= 1.0:

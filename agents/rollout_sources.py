@@ -18,8 +18,11 @@ and stored:
   buffer holds exactly what the VecEnv path stores. What still syncs once per step: the
   engine decides on the host which rows ended, so each step reads the ``(N,)`` flags back.
 
-Every source has ``reset()``, ``observation(eos_rule, eos_allowed)``, ``action_masks(obs)``,
-``store(...)``, ``step(actions)``, ``finish_episodes(buffer, rows, infos)`` and ``close(buffer)``.
+Every source has ``reset() -> obs``, ``observation(last_obs, eos_rule, eos_allowed)``,
+``action_masks(obs)``, ``store(buffer, rows, last_obs, ...)``, ``step(actions) -> (obs, dones, infos)``,
+``finish_episodes(buffer, rows, infos)`` and ``close(buffer, last_obs) -> obs``; the loop keeps the
+algorithm's last observation (SB3's ``_last_obs``) and hands it over, so a source touches no
+private state of the algorithm.
 """
 
 from __future__ import annotations
@@ -39,36 +42,35 @@ class VecEnvSteps:
     def __init__(self, algo: Any, env: Any, use_masking: bool = True) -> None:
         self.algo, self.env, self.use_masking = algo, env, use_masking
 
-    def reset(self) -> None:
-        self.algo._last_obs = self.env.reset()
+    def reset(self) -> Any:
+        return self.env.reset()
 
-    def observation(self, eos_rule: tuple[int, int] | None, eos_allowed: np.ndarray) -> dict[str, th.Tensor]:
-        obs = obs_as_tensor(self.algo._last_obs, self.algo.device)
+    def observation(self, last_obs: Any, eos_rule: tuple[int, int] | None, eos_allowed: np.ndarray) -> dict[str, th.Tensor]:
+        obs = obs_as_tensor(last_obs, self.algo.device)
         obs[EOS_ALLOWED_KEY] = th.as_tensor(eos_allowed, device=self.algo.device)
         return obs
 
     def action_masks(self, obs: dict[str, th.Tensor]) -> np.ndarray | None:
-        return self.algo._rollout_action_masks(self.env, obs) if self.use_masking else None
+        return self.algo.rollout_action_masks(self.env, obs) if self.use_masking else None
 
-    def store(self, buffer: Any, rows: np.ndarray, actions: th.Tensor, episode_starts: np.ndarray, values: th.Tensor,
-              log_probs: th.Tensor, masks: np.ndarray | None, eos_allowed: np.ndarray) -> None:
+    def store(self, buffer: Any, rows: np.ndarray, last_obs: Any, actions: th.Tensor, episode_starts: np.ndarray,
+              values: th.Tensor, log_probs: th.Tensor, masks: np.ndarray | None, eos_allowed: np.ndarray) -> None:
         self._actions = actions.cpu().numpy()  # one host copy, for the buffer and for env.step
-        buffer.add_rows(rows, self.algo._last_obs, self._actions, episode_starts, values, log_probs, masks,
+        buffer.add_rows(rows, last_obs, self._actions, episode_starts, values, log_probs, masks,
                         eos_allowed=eos_allowed)
         entropy = self.algo.policy.last_rollout_entropy
         if entropy is not None:
             buffer.step_entropy.extend(entropy[th.as_tensor(rows)].tolist())
 
-    def step(self, actions: th.Tensor) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def step(self, actions: th.Tensor) -> tuple[Any, np.ndarray, list[dict[str, Any]]]:
         new_obs, _, dones, infos = self.env.step(self._actions)
-        self.algo._last_obs = new_obs
-        return np.asarray(dones, dtype=bool), infos
+        return new_obs, np.asarray(dones, dtype=bool), infos
 
     def finish_episodes(self, buffer: Any, rows: list[int], infos: list[dict[str, Any]]) -> None:
-        self.algo._finish_episodes(buffer, rows, infos)
+        self.algo.finish_episodes(buffer, rows, infos)
 
-    def close(self, buffer: Any) -> None:
-        pass
+    def close(self, buffer: Any, last_obs: Any) -> Any:
+        return last_obs
 
 
 def device_rollout_supported(algo: Any, env: Any) -> bool:
@@ -79,7 +81,7 @@ def device_rollout_supported(algo: Any, env: Any) -> bool:
     if type(env) is not TokenGenerationSB3VecEnv:  # a wrapper (VecMonitor, ...) must see every step
         return False
     # MaskablePPO computes masks per step from the numpy observation
-    return type(algo)._rollout_action_masks is CreditAssignmentMixin._rollout_action_masks
+    return type(algo).rollout_action_masks is CreditAssignmentMixin.rollout_action_masks
 
 
 class _DeviceSteps:
@@ -122,10 +124,10 @@ class EngineSteps:
         self.algo, self.env, self.engine = algo, env, env.episodes
         self.steps: _DeviceSteps | None = None
 
-    def reset(self) -> None:
-        self.env.reset()
+    def reset(self) -> Any:
+        return self.env.reset()
 
-    def observation(self, eos_rule: tuple[int, int] | None, eos_allowed: np.ndarray) -> dict[str, th.Tensor]:
+    def observation(self, last_obs: Any, eos_rule: tuple[int, int] | None, eos_allowed: np.ndarray) -> dict[str, th.Tensor]:
         dev = self.algo.device  # the engine's own tensors: no copy when the env and the policy share a device
         obs = {"input_ids": self.engine.input_ids.to(dev), "attention_mask": self.engine.attention_mask.to(dev)}
         if eos_rule is not None:  # the same rule as the host's eos_allowed, from the engine's gen_len (no transfer)
@@ -135,8 +137,8 @@ class EngineSteps:
     def action_masks(self, obs: dict[str, th.Tensor]) -> None:
         return None
 
-    def store(self, buffer: Any, rows: np.ndarray, actions: th.Tensor, episode_starts: np.ndarray, values: th.Tensor,
-              log_probs: th.Tensor, masks: None, eos_allowed: np.ndarray) -> None:
+    def store(self, buffer: Any, rows: np.ndarray, last_obs: Any, actions: th.Tensor, episode_starts: np.ndarray,
+              values: th.Tensor, log_probs: th.Tensor, masks: None, eos_allowed: np.ndarray) -> None:
         if self.steps is None:
             self.steps = _DeviceSteps(buffer, self.algo.device)
         slots = buffer.book_rows(rows, episode_starts, eos_allowed)
@@ -145,26 +147,26 @@ class EngineSteps:
         if entropy is not None:
             self.steps.entropy.append((entropy.detach(), rows))
 
-    def step(self, actions: th.Tensor) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    def step(self, actions: th.Tensor) -> tuple[Any, np.ndarray, list[dict[str, Any]]]:
         _, dones, infos = self.env.step_tokens(actions.reshape(-1))
-        return np.asarray(dones, dtype=bool), infos
+        return None, np.asarray(dones, dtype=bool), infos  # no numpy observation: the engine's tensors are read
 
     def finish_episodes(self, buffer: Any, rows: list[int], infos: list[dict[str, Any]]) -> None:
         assert self.steps is not None
         self.steps.flush(buffer)  # the write-back reads the episode's stored log-probs
         n_before = len(buffer.episodes)
-        self.algo._finish_episodes(buffer, rows, infos)
+        self.algo.finish_episodes(buffer, rows, infos)
         for record in buffer.episodes[n_before:]:
             _write_steps(buffer, record, self.engine.pad_id)
 
-    def close(self, buffer: Any) -> None:
+    def close(self, buffer: Any, last_obs: Any) -> Any:
         if self.steps is not None:
             self.steps.flush(buffer)
             if self.steps.entropy:  # one transfer: every step's (N,) entropies, then the stored rows of each
                 entropy = th.stack([e for e, _ in self.steps.entropy]).cpu().numpy()
                 for k, (_, rows) in enumerate(self.steps.entropy):
                     buffer.step_entropy.extend(entropy[k, rows].tolist())
-        self.algo._last_obs = self.engine.observation()  # the VecEnv path's state, should it run next
+        return self.engine.observation()  # the VecEnv path's state, should it run next
 
 
 def _write_steps(buffer: Any, record: Any, pad_id: int) -> None:

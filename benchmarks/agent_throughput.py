@@ -386,7 +386,7 @@ PHASES = (
     ("    reward-model forward", "abc_gym/reward_model.py", "score"),
     ("    gold score (VADER, per episode)", "abc_gym/tasks/sentiment/gold.py", "gold_score"),
     ("    gold credit weights (per episode)", "abc_gym/core.py", "_gold_weights"),
-    ("credit write-back, KL and buffer (episodes end)", "agents/credit_mixin.py", "_finish_episodes"),
+    ("credit write-back, KL and buffer (episodes end)", "agents/credit_mixin.py", "finish_episodes"),
     ("  reference log-probs (one teacher-forced forward)", "agents/kl.py", "sequence_log_probs"),
 )
 
