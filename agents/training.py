@@ -102,10 +102,18 @@ def train(config: TrainConfig, on_update: UpdateHook | None = None, resume: str 
 
     config.validate()
     check_output_dirs(config, resume)
+    # The run's own settings (TrainConfig.threads; no loading bars in a run's output), restored after:
+    # the caller's process keeps its thread count and its transformers verbosity.
+    threads, bars = torch.get_num_threads(), transformers.utils.logging.is_progress_bar_enabled()
     torch.set_num_threads(max(1, config.threads))
     transformers.utils.logging.disable_progress_bar()
-    with data_parallel(config) as (dp, cfg):
-        return _train(cfg, dp, on_update, resume, device_flag=config.device)
+    try:
+        with data_parallel(config) as (dp, cfg):
+            return _train(cfg, dp, on_update, resume, device_flag=config.device)
+    finally:
+        torch.set_num_threads(threads)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def _train(

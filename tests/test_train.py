@@ -137,3 +137,19 @@ def test_cli_runs_a_short_training(tmp_path, capsys: pytest.CaptureFixture) -> N
     assert (tmp_path / "cli" / "model.zip").is_file() and (tmp_path / "cli" / "model_hf").is_dir()
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert saved["n_updates"] == 2 and saved["device"] == "auto"
+
+
+def test_train_restores_the_callers_threads_and_progress_bars() -> None:
+    """train() sets TrainConfig.threads and silences loading bars for the run only (issue 17: no side effects)."""
+    import transformers
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    transformers.utils.logging.enable_progress_bar()
+    try:
+        train(TrainConfig(n_updates=1, log_dir=None, seed=0, device="cpu", threads=1, **SMALL))
+        assert torch.get_num_threads() == 3
+        assert transformers.utils.logging.is_progress_bar_enabled()
+    finally:
+        torch.set_num_threads(before)
+        transformers.utils.logging.disable_progress_bar()
