@@ -112,3 +112,4 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 _LAZY.update(CreditWriteback="abc_gym.writeback", write_back_credit="abc_gym.writeback", episode_token_rewards="abc_gym.infos", unpad_episode="abc_gym.infos")  # credit for any learner (issue 20)
+_LAZY.update(token_level_rewards="abc_gym.batch_credit")  # the env's credit for a padded batch, for RLHF engines (issue 20)
