@@ -92,6 +92,11 @@ class EnvConfig:
     record_attention: bool = False
     """Also compute the ABC attention (``info["attention"]``) in the other modes."""
 
+    record_gold_credit: bool = False
+    """Also compute the task's gold per-token credit (``info["gold_credit"]``) in the modes that do
+    not use it (``oracle`` always computes it). Off by default: it decodes every completion with
+    character offsets, a diagnostic cost on the rollout's hot path."""
+
     reward_model_kwargs: dict[str, Any] | None = None
     """Keywords for :meth:`RewardModel.from_pretrained` (``positive_label``, ``pooling``,
     ``attention_source``); only when ``reward_model`` is a path or hub id."""
@@ -140,6 +145,12 @@ class EnvConfig:
             self.max_prompt_tokens = check_int("max_prompt_tokens", self.max_prompt_tokens, low=1)
         self.eos_ends_episode = check_bool("eos_ends_episode", self.eos_ends_episode)
         self.record_attention = check_bool("record_attention", self.record_attention)
+        self.record_gold_credit = check_bool("record_gold_credit", self.record_gold_credit)
+        if self.record_gold_credit and self.gold_credit is None:
+            raise ValueError(
+                "record_gold_credit=True needs the task's gold per-token credit, and this env has no gold_credit: "
+                "pass gold_credit=..., or drop record_gold_credit"
+            )
         check_callable("gold_scorer", self.gold_scorer, "text -> float")
         check_callable("gold_credit", self.gold_credit, "text -> [(start, end, weight)]")
         if self.reward_mode == "oracle" and self.gold_credit is None:

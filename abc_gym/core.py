@@ -47,7 +47,9 @@ __all__ = [
 ]
 
 # Settings that may change between episodes (``set_attr`` / assignment); each is validated on set.
-SETTABLE: tuple[str, ...] = ("reward_mode", "beta", "min_new_tokens", "eos_ends_episode", "record_attention")
+SETTABLE: tuple[str, ...] = (
+    "reward_mode", "beta", "min_new_tokens", "eos_ends_episode", "record_attention", "record_gold_credit"
+)
 
 
 class EpisodeSetting:
@@ -146,7 +148,7 @@ class TokenEpisodes:
         prompts: prompt strings.
         num_rows: N.
         reward_mode, beta, min_new_tokens, max_new_tokens, max_prompt_tokens,
-        eos_ends_episode, gold_scorer, gold_credit, record_attention, device: see
+        eos_ends_episode, gold_scorer, gold_credit, record_attention, record_gold_credit, device: see
             :class:`~abc_gym.config.EnvConfig`, which documents each and builds this engine.
 
     The settings in :data:`SETTABLE` may be reassigned between episodes and are validated on
@@ -170,6 +172,7 @@ class TokenEpisodes:
         gold_scorer: GoldScorer | None = None,
         gold_credit: GoldCredit | None = None,
         record_attention: bool = False,
+        record_gold_credit: bool = False,
         device: Device = "auto",
     ) -> None:
         self.num_rows = check_int("num_envs", num_rows, low=1)
@@ -184,6 +187,7 @@ class TokenEpisodes:
         self.beta = beta
         self.eos_ends_episode = eos_ends_episode
         self.record_attention = record_attention
+        self.record_gold_credit = record_gold_credit
         self.vocab_size = len(tokenizer)
         self.eos_id = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -256,6 +260,18 @@ class TokenEpisodes:
     @record_attention.setter
     def record_attention(self, value: bool) -> None:
         self._record_attention = check_bool("record_attention", value)
+
+    @property
+    def record_gold_credit(self) -> bool:
+        """Whether the gold credit is also computed (and put in ``info``) in modes that do not use it."""
+        return self._record_gold_credit
+
+    @record_gold_credit.setter
+    def record_gold_credit(self, value: bool) -> None:
+        value = check_bool("record_gold_credit", value)
+        if value and self.gold_credit is None:
+            raise ValueError("record_gold_credit=True needs gold_credit=...: this env has no gold per-token credit")
+        self._record_gold_credit = value
 
     def set_setting(self, name: str, value: Any) -> None:
         """Assign one of :data:`SETTABLE` (validated); any other name is an ``AttributeError``."""
@@ -410,13 +426,14 @@ class TokenEpisodes:
         scheme = self.credit_scheme
         want_attention = scheme.needs_attention or self.record_attention
         want_prefix = scheme.needs_prefix_scores
+        want_gold = scheme.needs_gold_credit or self.record_gold_credit
         out = self.reward_model.score(
             batch.ids, batch.mask, with_attention=want_attention, with_prefix_scores=want_prefix
         )
         score = out.score.to(self.device)
         prefix = None if out.prefix_scores is None else out.prefix_scores.to(self.device)
-        texts, spans = self._decode(batch)
-        gold_weights, gold_fallback = self._gold_weights(batch, texts, spans)
+        texts, spans = self._decode(batch, want_gold)
+        gold_weights, gold_fallback = self._gold_weights(batch, texts, spans) if want_gold else (None, None)
         attention, attention_fallback = self._readable_attention(batch, out.attention)
         credit = scheme.credit(  # checks the conservation contract, for user schemes too
             score, batch.completion_mask, beta=self.beta, attention=attention,
@@ -443,15 +460,15 @@ class TokenEpisodes:
             rows, self.input_ids[rows, :width], mask, completion_mask, prompt_len.cpu(), gen_len.cpu()
         )
 
-    def _decode(self, batch: _ScoringBatch) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    def _decode(self, batch: _ScoringBatch, want_gold: bool) -> tuple[list[str], list[list[tuple[int, int]]]]:
         """Each row's decoded prompt + completion and its tokens' character spans, only as far as
         needed: texts for a gold scorer or gold credit, spans for gold credit, nothing otherwise
         (the reward model reads token ids, or decodes itself). One batched decode for all rows."""
-        if self.gold_scorer is None and self.gold_credit is None:
+        if self.gold_scorer is None and not want_gold:
             return [], []
         ids = batch.ids.cpu()
         rows = [ids[b, : int(batch.prompt_len[b] + batch.gen_len[b])].tolist() for b in range(len(batch.rows))]
-        if self.gold_credit is None:
+        if not want_gold:
             return decode_texts(self.tokenizer, rows), []
         return batch_token_char_spans(self.tokenizer, rows)
 

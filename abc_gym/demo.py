@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
-    env = gym.make(args.env, reward_mode="abc", beta=args.beta, record_attention=True, render_mode="ansi", device=device)
+    has_gold = gym.spec(args.env).kwargs.get("gold_credit") is not None  # the oracle column, where the task has one
+    env = gym.make(
+        args.env, reward_mode="abc", beta=args.beta, record_attention=True, record_gold_credit=has_gold,
+        render_mode="ansi", device=device,
+    )
     with quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(env.unwrapped.policy_name_or_path).to(device).eval()
     generator = torch.Generator().manual_seed(args.seed)

@@ -99,7 +99,7 @@ class TokenGenerationEnv(FixedShape, gym.Env):
     policy, reward_model, prompts: positional or keyword; these and every other keyword
     (``reward_mode``, ``beta``, ``min_new_tokens``, ``max_new_tokens``,
     ``max_prompt_tokens``, ``eos_ends_episode``, ``gold_scorer``, ``gold_credit``,
-    ``record_attention``, ``reward_model_kwargs``, ``device``, ``reward_device``) are the
+    ``record_attention``, ``record_gold_credit``, ``reward_model_kwargs``, ``device``, ``reward_device``) are the
     fields of :class:`~abc_gym.config.EnvConfig`, documented there and checked before any
     model is loaded; an unknown keyword is Python's ``TypeError: ... got an unexpected
     keyword argument``. ``render_mode``: ``None`` or ``"ansi"``; another string is accepted
@@ -120,6 +120,7 @@ class TokenGenerationEnv(FixedShape, gym.Env):
     min_new_tokens = EpisodeSetting()
     eos_ends_episode = EpisodeSetting()
     record_attention = EpisodeSetting()
+    record_gold_credit = EpisodeSetting()
 
     def __init__(
         self, policy: Any = None, reward_model: Any = None, prompts: Any = None, *, render_mode: str | None = None, **settings: Any

@@ -124,6 +124,7 @@ class TokenGenerationVecEnv(FixedShape, VectorEnv):
     min_new_tokens = EpisodeSetting()
     eos_ends_episode = EpisodeSetting()
     record_attention = EpisodeSetting()
+    record_gold_credit = EpisodeSetting()
 
     def __init__(
         self,

@@ -78,8 +78,9 @@ def test_reward_contract(mode):
     width = env.unwrapped.max_new_tokens
     assert isinstance(info["num_tokens"], np.int64) and info["num_tokens"] == len(actions)
     assert isinstance(info["score"], np.float64) and isinstance(info["gold_score"], np.float64)
-    for key in ("token_rewards", "completion_ids", "gold_credit"):
+    for key in ("token_rewards", "completion_ids"):
         assert info[key].shape == (width,), f"{key} is padded to max_new_tokens"
+    assert ("gold_credit" in info) == (mode == "oracle"), "gold credit only where the mode uses it (or when asked)"
     assert not info["token_rewards"][len(actions) :].any(), "padding is 0.0, so the sum is still R"
     assert list(info["completion_ids"][len(actions) :]) == [-1] * (width - len(actions))
     credit = episode_token_rewards(info)
@@ -219,6 +220,30 @@ def test_step_after_end_without_reset(sentiment_env):
 def test_bad_settings(kwargs, message):
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         gym.make("abc_gym/Sentiment-v0", **{**FAST, **kwargs})
+
+
+def test_record_gold_credit_adds_the_diagnostic_and_changes_nothing_else():
+    """Gold credit is off the hot path by default (only ``oracle`` needs it); asking for it adds
+    ``info["gold_credit"]`` (sum 1 over the completion) and leaves every other value as it was."""
+    plain = gym.make("abc_gym/Sentiment-v0", reward_mode="abc", **FAST)
+    asked = gym.make("abc_gym/Sentiment-v0", reward_mode="abc", record_gold_credit=True, **FAST)
+    for seed in range(3):  # random actions, mixed lengths
+        _, a, _ = rollout(plain, seed, np.random.default_rng(seed))
+        _, b, _ = rollout(asked, seed, np.random.default_rng(seed))
+        assert "gold_credit" not in a and "gold_credit_uniform_fallback" not in a
+        gold = b.pop("gold_credit")
+        b.pop("gold_credit_uniform_fallback")
+        assert np.isclose(gold[: b["num_tokens"]].sum(), 1.0) and not gold[b["num_tokens"] :].any()
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(np.asarray(a[key]), np.asarray(b[key])), key
+    plain.unwrapped.record_gold_credit = True  # settable between episodes, as record_attention
+    assert "gold_credit" in rollout(plain, 0, np.random.default_rng(0))[1]
+    with pytest.raises(ValueError, match="needs the task's gold per-token credit.*pass gold_credit="):
+        gym.make(
+            "abc_gym/TokenGeneration-v0", policy=str(POLICY_PATH), reward_model=str(REWARD_MODEL_PATH),
+            prompts=["the film"], record_gold_credit=True, **FAST,
+        )
 
 
 def test_oracle_without_gold_is_an_error():

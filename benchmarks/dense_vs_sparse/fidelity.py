@@ -51,14 +51,14 @@ def sample_episodes(env_id: str, n_episodes: int, seed: int, batch: int, device:
     try:
         env = gym.make_vec(
             env_id, num_envs=batch, vectorization_mode="vector_entry_point",
-            reward_mode="red", record_attention=True, device=device,
+            reward_mode="red", record_attention=True, record_gold_credit=True, device=device,
         )
     except ValueError as err:
         if "reward_mode='red'" not in str(err):
             raise
         env = gym.make_vec(
             env_id, num_envs=batch, vectorization_mode="vector_entry_point",
-            reward_mode="sparse", record_attention=True, device=device,
+            reward_mode="sparse", record_attention=True, record_gold_credit=True, device=device,
         )
     policy = AutoModelForCausalLM.from_pretrained(POLICY_PATH, local_files_only=True).to(device).eval()
     gen = torch.Generator(device=device).manual_seed(seed)
