@@ -47,7 +47,7 @@ def test_without_trl_1_12_the_import_names_the_install(fake: str | None, monkeyp
     monkeypatch.delitem(sys.modules, "abc_gym.integrations.trl", raising=False)
     with pytest.raises(ImportError, match=r'needs TRL 1\.12\.0|runs on TRL 1\.12\.0 only') as err:
         importlib.import_module("abc_gym.integrations.trl")
-    assert 'pip install "abc_gym[trl]"' in str(err.value) and (fake is None or f"found TRL {fake}" in str(err.value))
+    assert '[trl]" (trl==1.12.0' in str(err.value) and (fake is None or f"found TRL {fake}" in str(err.value))
 
 
 @needs_trl
@@ -190,6 +190,8 @@ def _check_the_edges(trainer: Any, seen: dict[str, Any], credit: torch.Tensor) -
 
     kl, scores, queries, responses, lengths = (seen[k] for k in ("kl", "scores", "queries", "responses", "lengths"))
     hook = route.DenseCreditPPOTrainer.add_token_credit.__get__(trainer)
+    with pytest.raises(ValueError, match="unknown reward_mode .no-such-scheme."):
+        route.DenseCreditPPOTrainer(credit_model=trainer.credit_model, reward_mode="no-such-scheme")
     with pytest.raises(ValueError, match="pass the same scorer to both"):
         hook(kl, scores + 1.0, queries, responses, lengths)
     has_eos = (responses == trainer.processing_class.eos_token_id).any(1)

@@ -71,11 +71,12 @@ import torch
 
 from abc_gym.batch_credit import token_level_rewards
 from abc_gym.core import GoldCredit
+from abc_gym.credit import check_beta, credit_scheme
 from abc_gym.reward_model import RewardModel
 
 #: The only TRL release this module runs on (module doc).
 TRL_VERSION = "1.12.0"
-INSTALL = f'pip install "abc_gym[trl]" (trl=={TRL_VERSION}, the last release with PPO; in its own venv, torch pinned)'
+INSTALL = f'pip install torch==<your torch> -e "<abc_gym checkout>[trl]" (trl=={TRL_VERSION}, the last release with PPO; in its own venv)'
 
 
 def _import_trl() -> str:
@@ -146,6 +147,12 @@ class DenseCreditPPOTrainer(PPOTrainer):
                 f"credit_model must be an abc_gym.reward_model.RewardModel, got {type(credit_model).__name__}: load it "
                 "with RewardModel.from_pretrained(<TRL's reward model path>, <the policy's tokenizer>)"
             )
+        # A bad scheme, beta or reward model fails here, before TRL loads anything onto the device.
+        scheme = credit_scheme(reward_mode)
+        scheme.check_reward_model(credit_model)
+        if scheme.needs_gold_credit and gold_credit is None:
+            raise ValueError(f"reward_mode={reward_mode!r} needs gold_credit=<text -> [(start_char, end_char, weight)]>")
+        beta = check_beta(beta)
         super().__init__(*args, **kwargs)
         self.credit_model = credit_model
         self.reward_mode = reward_mode
@@ -166,14 +173,14 @@ class DenseCreditPPOTrainer(PPOTrainer):
         Called by ``train()`` in place of TRL's ``rewards[actual_start, actual_end] += scores``.
 
         Args:
-            rewards: ``(B, R)`` float, TRL's per-token KL term ``-kl_coef * KL`` over the response
-                positions (``R`` = the padded response width).
+            rewards: ``(B, W)`` float, TRL's per-token KL term ``-kl_coef * KL`` over the response
+                positions (``W``: the padded response width).
             scores: ``(B,)`` TRL's reward-model scores, less ``missing_eos_penalty`` where it applied.
             queries: ``(B, P)`` the left-padded prompt ids.
-            responses: ``(B, R)`` TRL's post-processed responses (pad id after a stop token).
+            responses: ``(B, W)`` TRL's post-processed responses (pad id after a stop token).
             sequence_lengths: ``(B,)`` index of each response's last token (``-1``: empty).
         Returns:
-            ``(B, R)``: ``rewards`` with the credit added on positions ``0..sequence_lengths``
+            ``(B, W)``: ``rewards`` with the credit added on positions ``0..sequence_lengths``
             (each row's credit sums to R), the penalty on the last token, and, for an empty
             response, TRL's score on position 0 as TRL places it.
         Raises:
@@ -214,7 +221,7 @@ class DenseCreditPPOTrainer(PPOTrainer):
                 "scorer to both (for a 2-class classifier, TRL's reward_model is its 1-output copy with head "
                 "w_pos - w_neg, as benchmarks/peer_trl.py's one_output_reward_model builds it), or raise score_tolerance"
             )
-        credit = credit[:, queries.shape[1] :].to(out.dtype)  # (rows, R): the response columns
+        credit = credit[:, queries.shape[1] :].to(out.dtype)  # (rows, W): the response columns
         last = sequence_lengths[rows]
         credit[torch.arange(credit.shape[0], device=credit.device), last] -= penalty.to(out.dtype)
         out[rows] += credit
