@@ -11,6 +11,7 @@ fidelity of ABC's credit to the task's gold per-token credit.
     python -m benchmarks.dense_vs_sparse --sweep length          # 8-15, 40-59 (and 90-109) new tokens
     python -m benchmarks.dense_vs_sparse --sweep beta            # ABC with beta in {0, .2, .4, .6, .8, 1}
     python -m benchmarks.dense_vs_sparse --sweep algos           # (ppo, a2c, trpo, maskable_ppo) x (sparse, abc)
+    python -m benchmarks.dense_vs_sparse --sweep kl --algo token_ppo   # each mode at fixed KL coefs 0.05 0.1 0.2 0.4: frontiers
     python -m benchmarks.dense_vs_sparse --fidelity              # no training: ABC credit vs gold credit
     python -m benchmarks.dense_vs_sparse --from-results results/dense_vs_sparse/results.json   # redraw only
 

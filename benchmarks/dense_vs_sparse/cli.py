@@ -22,6 +22,8 @@ from benchmarks.dense_vs_sparse.defaults import (
     BETA_GRID,
     DEFAULT_LENGTHS,
     DEFAULT_MODES,
+    KL_GRID,
+    KL_SWEEP_FIELDS,
     MODES,
     QUICK,
     SWEEP_ALGOS,
@@ -63,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--smoke", action="store_true",
                       help="1 seed x 2 updates (with --quick: its modes): proves imports, tables and plots in "
                            "about a minute; numbers mean nothing (CI runs the README's main job this way)")
-    what.add_argument("--sweep", choices=("length", "beta", "algos"), help="run a sweep instead of the main comparison")
+    what.add_argument("--sweep", choices=("length", "beta", "algos", "kl"),
+                      help="run a sweep instead of the main comparison (kl: every mode at each --kl-coefs coefficient, "
+                           "held fixed: RM-vs-KL and gold-vs-KL frontiers)")
     what.add_argument("--fidelity", action="store_true", help="no training: ABC credit vs gold credit on the shipped policy")
     what.add_argument("--from-results", metavar="PATH", help="redraw tables and plots from a results.json/.csv; no training")
     what.add_argument("--resume", action="store_true",
@@ -81,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"learner (default {algo!r}: {why}; --quick: 'token_ppo'; TrainConfig's default is "
                            f"{defaults.get('algo', '?')!r})")
     task.add_argument("--algos", nargs="+", choices=ALGOS, default=list(SWEEP_ALGOS), help="--sweep algos: learners")
+    task.add_argument("--kl-coefs", nargs="+", type=float, default=None, metavar="COEF",
+                      help="--sweep kl: KL-penalty coefficients, each held fixed for whole runs (kl_coef=COEF, "
+                           f"adaptive_kl=False; default {' '.join(f'{c:g}' for c in KL_GRID)}); --resume may add "
+                           "coefficients but must name every stored one")
 
     train = ap.add_argument_group("training (agents.TrainConfig)")
     train.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; --quick: 3)")
@@ -150,6 +158,16 @@ def _check_ranges(args: argparse.Namespace) -> None:
     for beta in [*args.betas, *([] if args.beta is None else [args.beta])]:
         if not 0.0 <= beta <= 1.0:  # also refuses NaN
             raise ValueError(f"--beta(s) {beta}: must be in [0, 1]")
+    if args.kl_coefs is not None:
+        if args.sweep != "kl":
+            raise ValueError("--kl-coefs is the grid of --sweep kl; add --sweep kl (or use --set kl_coef=VALUE "
+                             "adaptive_kl=false for one fixed coefficient)")
+        for coef in args.kl_coefs:
+            if not 0.0 <= coef < math.inf:  # also refuses NaN
+                raise ValueError(f"--kl-coefs {coef}: a KL coefficient is finite and >= 0")
+        if len(set(args.kl_coefs)) != len(args.kl_coefs):
+            raise ValueError(f"--kl-coefs {' '.join(f'{c:g}' for c in args.kl_coefs)}: a coefficient is repeated; "
+                             "name each once")
 
 
 def _check_set_values(overrides: dict[str, Any]) -> None:
@@ -196,6 +214,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             overrides = parse_set(args.set)
             check_overrides(overrides, {f.name for f in dataclasses.fields(train_config_class())})
             _check_set_values(overrides)
+            clash = [k for k in KL_SWEEP_FIELDS if k in overrides]
+            if args.sweep == "kl" and clash:
+                raise ValueError(f"--set {clash[0]}: --sweep kl sets {' and '.join(KL_SWEEP_FIELDS)} per run "
+                                 "(kl_coef from --kl-coefs, adaptive_kl=False); use --kl-coefs")
         except (ValueError, argparse.ArgumentTypeError) as err:
             ap.error(str(err))
     if args.quick:
@@ -207,6 +229,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.seeds, args.n_updates = 1, 2
     args.seeds = 5 if args.seeds is None else args.seeds
+    if args.sweep == "kl" and args.kl_coefs is None:
+        args.kl_coefs = list(KL_GRID)
     args.modes = args.modes or (["sparse", "abc"] if args.sweep == "algos" else list(DEFAULT_MODES))
     args.algo = args.algo or BENCH_OVERRIDES["algo"][0]
     args.env_id = args.env_id or "abc_gym/Sentiment-v0"
@@ -363,6 +387,15 @@ def _check_resume_tasks(payload: dict[str, Any], specs: list[RunSpec], args: arg
                           f"--sweep {planned_sweep}; resume with the stored sweep or pick another --out")
     if planned_sweep == "length":
         return
+    if planned_sweep == "kl":
+        # the sweep's grid is its Holm family: a resume may add coefficients, never silently keep unnamed ones
+        stored_coefs = {float(r["fixed_kl_coef"]) for r in payload.get("rows", []) if r.get("fixed_kl_coef") is not None}
+        missing = sorted(stored_coefs - {float(c) for c in args.kl_coefs})
+        if missing:
+            union = " ".join(f"{c:g}" for c in sorted(stored_coefs | set(map(float, args.kl_coefs))))
+            raise ResumeError(f"--resume refused: {path} holds runs at KL coefficient(s) "
+                              f"{', '.join(f'{c:g}' for c in missing)}, which --kl-coefs does not name; resume with "
+                              f"--kl-coefs {union}, or pick another --out")
     envs = sorted({str(env) for _, env in stored} - {s.env_id for s in specs})
     if envs:
         raise ResumeError(f"--resume refused: the runs stored in {path} are on --env-id {envs[0]}, this command's are "

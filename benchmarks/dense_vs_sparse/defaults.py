@@ -88,6 +88,11 @@ QUICK: dict[str, Any] = {"env_id": "abc_gym/Sentiment-v0", "algo": "token_ppo", 
 DEFAULT_MODES = ("sparse", "abc", "uniform", "oracle")
 BETA_GRID = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 SWEEP_ALGOS = ("ppo", "a2c", "trpo", "maskable_ppo")
+#: ``--sweep kl``: KL-penalty coefficients, each held fixed for the whole run (adaptive_kl off), so
+#: that every mode is measured at several KLs and compared along RM-vs-KL / gold-vs-KL frontiers.
+KL_GRID = (0.05, 0.1, 0.2, 0.4)
+#: TrainConfig fields ``--sweep kl`` sets per run (``--kl-coefs``): ``--set`` may not set them there.
+KL_SWEEP_FIELDS: tuple[str, ...] = ("kl_coef", "adaptive_kl")
 
 #: The one place the benchmark deliberately departs from TrainConfig's defaults, with why
 #: (shown in ``--help``). Every other hyperparameter, lr and episodes_per_update included,

@@ -10,8 +10,9 @@ A markdown file marks a generated block as::
 raw results (:func:`benchmarks.dense_vs_sparse.results.save_raw`, or a results.json);
 ``kind`` picks the renderer in :data:`RENDERERS` (``tables``, ``headline``, or one table:
 ``conditions``, ``diagnostics``, ``comparisons``, ``levels``, with ``task=TEXT`` to pick
-tasks); other ``key=value`` pairs are its options (``report_update``, ``final_window``,
-``speed_window``, ``names`` for the headline). Values hold no spaces. Both markers start
+tasks; for ``--sweep kl`` results ``kl_tables``, or one of its tables: ``kl_conditions``,
+``kl_comparisons``, ``kl_frontier``); other ``key=value`` pairs are its options
+(``report_update``, ``final_window``, ``speed_window``, ``names`` for the headline). Values hold no spaces. Both markers start
 a line (so an indented example of a marker is not a block).
 ``tests/test_benchmarks.py`` (and ``check``) regenerate every block of every
 markdown file in the repository and fail on any difference, so a number in a block is
@@ -114,9 +115,20 @@ def _part(part: str) -> Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]
     return render_part
 
 
+def _kl(parts: tuple[str, ...], notes: bool) -> Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], str]:
+    """Renderer of a ``--sweep kl`` results file's tables (all with their caption, or one without)."""
+
+    def render_kl(exps: list[tuple[str, pd.DataFrame]], a: dict[str, str]) -> str:
+        return tables.kl_tables(_one(exps), _int(a, "final_window", tables.FINAL_WINDOW), parts, notes)
+
+    return render_kl
+
+
 #: kind -> renderer(experiments, attrs): the text between the markers. ``tables``: everything
 #: ``tables.md`` holds; ``headline``: the README headline over one or more results files;
-#: ``conditions`` / ``diagnostics`` / ``comparisons`` / ``levels``: one table per task.
+#: ``conditions`` / ``diagnostics`` / ``comparisons`` / ``levels``: one table per task;
+#: ``kl_tables``: everything ``tables.md`` holds for ``--sweep kl`` results (e.g.
+#: ``docs/raw/kl_8_15.json.gz``), ``kl_conditions`` / ``kl_comparisons`` / ``kl_frontier``: one of its tables.
 RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], str]] = {
     "tables": lambda exps, a: tables.all_tables(
         _one(exps), _int(a, "report_update", 20), 1, _int(a, "speed_window", tables.SPEED_WINDOW),
@@ -124,6 +136,8 @@ RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], 
     "headline": lambda exps, a: tables.headline(
         exps, _int(a, "final_window", tables.FINAL_WINDOW), _int(a, "speed_window", tables.SPEED_WINDOW)),
     **{part: _part(part) for part in ("conditions", "diagnostics", "comparisons", "levels")},
+    "kl_tables": _kl(tables.KL_PARTS, notes=True),
+    **{f"kl_{part}": _kl((part,), notes=False) for part in tables.KL_PARTS},
 }
 
 

@@ -20,6 +20,9 @@ class RunSpec:
 
     ``task`` names the table, ``condition`` its row; ``baseline`` is the condition in
     the same task whose best score sets the speed threshold (sparse, or beta 0).
+    ``fixed_kl_coef`` (``--sweep kl`` only) holds the KL-penalty coefficient fixed for the
+    run (``kl_coef`` = it, ``adaptive_kl`` off); None leaves TrainConfig's KL controller as it
+    is. It is not in :attr:`name`: the kl sweep's ``task`` names the coefficient.
     """
 
     sweep: str
@@ -31,6 +34,7 @@ class RunSpec:
     reward_mode: str
     beta: float
     seed: int
+    fixed_kl_coef: float | None = None
 
     @property
     def name(self) -> str:
@@ -40,6 +44,20 @@ class RunSpec:
 def slug(text: str) -> str:
     """A file-name-safe version of a label."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+#: Separates the env's title from the coefficient in a ``--sweep kl`` task label.
+KL_TASK_SEP = ", fixed KL coef "
+
+
+def kl_task(title: str, coef: float) -> str:
+    """The ``--sweep kl`` task label of one coefficient: ``"Sentiment-v0 (8-15 new tokens), fixed KL coef 0.1"``."""
+    return f"{title}{KL_TASK_SEP}{coef:g}"
+
+
+def kl_title(task: str) -> str:
+    """The env's title of a ``--sweep kl`` task label (the inverse of :func:`kl_task`'s first part)."""
+    return task.rsplit(KL_TASK_SEP, 1)[0]
 
 
 def parse_length(text: str) -> tuple[int, int]:
@@ -100,11 +118,14 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     specs: list[RunSpec] = []
 
-    def add(sweep: str, env_id: str, conds: Iterable[tuple[str, str, str, float]], baseline: str, task: str | None = None) -> None:
+    def add(
+        sweep: str, env_id: str, conds: Iterable[tuple[str, str, str, float]], baseline: str, task: str | None = None,
+        fixed_kl_coef: float | None = None,
+    ) -> None:
         task = task or env_label(env_id)
         for seed in seeds:  # seed-major, so a cut-short benchmark has every condition at the first seeds
             for condition, algo, mode, beta in conds:
-                specs.append(RunSpec(sweep, task, env_id, condition, baseline, algo, mode, float(beta), seed))
+                specs.append(RunSpec(sweep, task, env_id, condition, baseline, algo, mode, float(beta), seed, fixed_kl_coef))
 
     def mode_label(mode: str) -> str:
         # the credit registry says which schemes read beta (built in: abc, red), user ones included
@@ -125,6 +146,13 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
         for algo in args.algos:
             conds = [(mode_label(m), algo, m, args.beta) for m in args.modes]
             add("algos", args.env_id, conds, baseline=mode_label("sparse"), task=f"{algo} on {env_label(args.env_id)}")
+    elif args.sweep == "kl":
+        # one task per coefficient: the paired differences vs sparse are taken at one coefficient
+        conds = [(mode_label(m), args.algo, m, args.beta) for m in args.modes]
+        for coef in args.kl_coefs:
+            add("kl", args.env_id, conds, baseline=mode_label("sparse"), task=kl_task(env_label(args.env_id), float(coef)),
+                fixed_kl_coef=float(coef))
+        specs.sort(key=lambda s: s.seed)  # stable: seed-major, so a cut-short sweep has every frontier point at the first seeds
     else:  # argparse's choices make this unreachable
         raise ValueError(args.sweep)
     if args.sweep != "beta" and not any(s.reward_mode == "sparse" for s in specs):

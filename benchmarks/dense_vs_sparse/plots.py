@@ -1,4 +1,5 @@
-"""Learning-curve plots (RM and gold, KL and value loss), the gold-vs-RM trajectory and updates-to-reach, as PNGs."""
+"""Learning-curve plots (RM and gold, KL and value loss), the gold-vs-RM trajectory, updates-to-reach and the
+kl sweep's RM-vs-KL / gold-vs-KL frontiers, as PNGs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import pandas as pd
 from benchmarks import stats
 from benchmarks.dense_vs_sparse.defaults import METRIC_LABELS
 from benchmarks.dense_vs_sparse.plan import slug
-from benchmarks.dense_vs_sparse.tables import LEVELS, SPEED_WINDOW, final_updates, reach_levels, seed_frame, seed_matrix
+from benchmarks.dense_vs_sparse.tables import (
+    LEVELS,
+    SPEED_WINDOW,
+    final_updates,
+    kl_points,
+    reach_levels,
+    seed_frame,
+    seed_matrix,
+)
 
 
 def plot_task(df: pd.DataFrame, out: Path, task: str, smooth: int, speed_window: int = SPEED_WINDOW) -> list[Path]:
@@ -105,6 +114,54 @@ def plot_reach(df: pd.DataFrame, out: Path, task: str, speed_window: int = SPEED
     fig.suptitle(f"{task}: updates to reach, per seed (bar: median)", fontsize=9)
     fig.tight_layout()
     path = out / f"reach_{slug(task)}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_frontier(df: pd.DataFrame, out: Path, title: str) -> Path | None:
+    """``--sweep kl``: RM-vs-KL and gold-vs-KL frontiers per condition, as ``frontier_<title>.png``.
+
+    One point per coefficient (mean over seeds of each seed's final-window mean), joined in
+    order of mean KL, with 95% t intervals over seeds on both axes (none for one seed);
+    labels: the coefficient. Read as the tables do: a condition is better at equal KL only
+    where its frontier lies above another's over the same KL range.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in kl_points(df) if p.title == title]
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=90)
+    for ax, metric, label in zip(axes, ("rm", "gold"), ("rm_score", "gold_score")):
+        for cond in dict.fromkeys(p.condition for p in points):
+            cells = sorted(((p.ci("kl"), p.ci(metric), p.coef) for p in points if p.condition == cond),
+                           key=lambda c: c[0][0])
+            cells = [c for c in cells if not (np.isnan(c[0][0]) or np.isnan(c[1][0]))]
+            if not cells:
+                continue
+            x = np.array([c[0][0] for c in cells])
+            y = np.array([c[1][0] for c in cells])
+            # half-widths of the intervals (0 where undefined: one seed)
+            xerr = np.nan_to_num(np.array([[c[0][0] - c[0][1], c[0][2] - c[0][0]] for c in cells]).T)
+            yerr = np.nan_to_num(np.array([[c[1][0] - c[1][1], c[1][2] - c[1][0]] for c in cells]).T)
+            n = min(len(p.rm) for p in points if p.condition == cond)
+            bars = ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o-", ms=4, lw=1.3, capsize=2, elinewidth=0.8,
+                               label=f"{cond} (n={n})")
+            for xi, yi, (_, _, coef) in zip(x, y, cells):
+                ax.annotate(f"{coef:g}", (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6,
+                            color=bars[0].get_color())
+        ax.set_xlabel(f"{METRIC_LABELS['kl']}, final window")
+        ax.set_ylabel(f"{METRIC_LABELS[label]}, final window")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: fixed-KL frontiers (labels: KL coef), mean over seeds, 95% t intervals over seeds;\n"
+                 "better at equal KL only where a frontier lies above another over the same KL range", fontsize=8)
+    fig.tight_layout()
+    path = out / f"frontier_{slug(title)}.png"
     fig.savefig(path)
     plt.close(fig)
     return path

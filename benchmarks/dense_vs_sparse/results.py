@@ -96,9 +96,20 @@ def load_results(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]
 
 
 def row_spec(row: dict[str, Any]) -> RunSpec:
-    """The RunSpec a stored row belongs to (JSON types cast back, so its config hashes as it did)."""
-    kw = {f.name: row[f.name] for f in dataclasses.fields(RunSpec)}
+    """The RunSpec a stored row belongs to (JSON types cast back, so its config hashes as it did).
+
+    A field with a default (``fixed_kl_coef``) may be absent or NaN (rows of other sweeps, or
+    pandas' fill in a mixed table): the default then.
+    """
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(RunSpec):
+        value = row.get(f.name) if f.default is not dataclasses.MISSING else row[f.name]
+        if f.default is not dataclasses.MISSING and (value is None or (isinstance(value, float) and math.isnan(value))):
+            value = f.default
+        kw[f.name] = value
     kw.update(beta=float(kw["beta"]), seed=int(kw["seed"]))
+    if kw["fixed_kl_coef"] is not None:
+        kw["fixed_kl_coef"] = float(kw["fixed_kl_coef"])
     return RunSpec(**kw)
 
 

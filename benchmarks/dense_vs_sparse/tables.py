@@ -185,16 +185,20 @@ def comparisons_table(comparisons: list[Comparison], family_size: int) -> str:
         "higher on seeds [95% CI] | p (paired t) | Holm p (family of " + str(family_size) + ") | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for c in comparisons:
-        r = c.result
-        digits = 3 if c.metric == "gold_score" else 2
-        diff = stats.format_ci(r.mean, r.low, r.high, digits)
-        lines.append(
-            f"| {c.condition} - {c.baseline} | {_LABELS.get(c.metric, c.metric)}, {c.window} | {r.n} | {diff} | "
-            f"{_num(r.iqm, digits)} | {r.n_better}/{r.n} [{_num(r.p_improve_low)}, {_num(r.p_improve_high)}] | "
-            f"{_p_text(r.p_value)} | {_p_text(c.p_holm)} | {c.verdict} |"
-        )
+    lines += [f"| {_comparison_cells(c)} |" for c in comparisons]
     return "\n".join(lines)
+
+
+def _comparison_cells(c: Comparison) -> str:
+    """One comparison's cells, from ``condition - baseline`` to the verdict (without the outer pipes)."""
+    r = c.result
+    digits = 3 if c.metric == "gold_score" else 2
+    diff = stats.format_ci(r.mean, r.low, r.high, digits)
+    return (
+        f"{c.condition} - {c.baseline} | {_LABELS.get(c.metric, c.metric)}, {c.window} | {r.n} | {diff} | "
+        f"{_num(r.iqm, digits)} | {r.n_better}/{r.n} [{_num(r.p_improve_low)}, {_num(r.p_improve_high)}] | "
+        f"{_p_text(r.p_value)} | {_p_text(c.p_holm)} | {c.verdict}"
+    )
 
 
 # ----------------------------------------------------------------------------- per condition
@@ -413,15 +417,237 @@ def headline(
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------- fixed-KL sweep (--sweep kl)
+
+
+def is_kl_sweep(df: pd.DataFrame) -> bool:
+    """Whether the results are ``--sweep kl``'s: every row has its run's fixed KL coefficient."""
+    return (
+        {"sweep", "fixed_kl_coef"} <= set(df.columns) and bool((df["sweep"] == "kl").all())
+        and bool(df["fixed_kl_coef"].notna().all())
+    )
+
+
+@dataclass(frozen=True)
+class KLPoint:
+    """One (coefficient, condition) cell of a kl sweep: each seed's mean over the final window.
+
+    ``rm``, ``gold``, ``kl``: per-seed values indexed by seed (seeds lacking a metric dropped).
+    """
+
+    title: str  #: the env's title (``plan.kl_title`` of the task)
+    coef: float
+    condition: str
+    window: str  #: e.g. "updates 141-150"
+    rm: pd.Series
+    gold: pd.Series
+    kl: pd.Series
+
+    def ci(self, metric: str) -> tuple[float, float, float]:
+        """``(mean, low, high)`` over seeds of ``metric`` (``"rm"``, ``"gold"`` or ``"kl"``), Student t; NaN if absent."""
+        v = getattr(self, metric).to_numpy(dtype=float)
+        if len(v) == 0:
+            return math.nan, math.nan, math.nan
+        point, low, high = stats.mean_ci(v)
+        return float(point), float(low), float(high)
+
+
+def _kl_tasks(df: pd.DataFrame) -> list[tuple[str, float, str]]:
+    """``(title, coefficient, task)`` of every task, by title (first seen) then by coefficient."""
+    from benchmarks.dense_vs_sparse.plan import kl_title
+
+    tasks = [(kl_title(str(task)), float(df.loc[df.task == task, "fixed_kl_coef"].iloc[0]), str(task))
+             for task in dict.fromkeys(df["task"])]
+    titles = list(dict.fromkeys(t for t, _, _ in tasks))
+    return sorted(tasks, key=lambda x: (titles.index(x[0]), x[1]))
+
+
+def kl_points(df: pd.DataFrame, final_window: int = FINAL_WINDOW) -> list[KLPoint]:
+    """Every (coefficient, condition) cell of a kl sweep, by title, coefficient, then condition (launch order).
+
+    The final window is the main tables' rule, per coefficient (task): the last
+    ``final_window`` updates every run of that coefficient has.
+    """
+    points = []
+    for title, coef, task in _kl_tasks(df):
+        sub = df[df.task == task]
+        updates = final_updates(sub, final_window)
+        if not updates:
+            continue
+        for cond in _conditions(sub):
+            rows = sub[sub.condition == cond]
+            points.append(KLPoint(title, coef, cond, _window_label(updates), window_means(rows, "rm_score", updates),
+                                  window_means(rows, "gold_score", updates), window_means(rows, "kl", updates)))
+    return points
+
+
+def _ci_cell(point: KLPoint, metric: str, digits: int) -> str:
+    return t_text(getattr(point, metric).to_numpy(dtype=float), digits)
+
+
+def _window_header(points: list[KLPoint]) -> str:
+    windows = list(dict.fromkeys(p.window for p in points))
+    return windows[0] if len(windows) == 1 else "final window"
+
+
+def kl_conditions_table(points: list[KLPoint]) -> str:
+    """Per coefficient and condition: RM (mean [CI], IQM, seed sd), gold and KL over the final window."""
+    win = _window_header(points)
+    lines = [
+        f"| KL coef | condition | seeds | RM, {win}, mean [95% CI] | IQM | seed sd | gold, {win} | KL, {win} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        rm = p.rm.to_numpy(dtype=float)
+        sd = float(np.std(rm, ddof=1)) if len(rm) > 1 else math.nan
+        lines.append(
+            f"| {p.coef:g} | {p.condition} | {len(rm)} | {_ci_cell(p, 'rm', 2)} | "
+            f"{_num(float(stats.iqm(rm)) if len(rm) else math.nan)} | {_num(sd)} | {_ci_cell(p, 'gold', 3)} | "
+            f"{_ci_cell(p, 'kl', 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def kl_comparisons_table(df: pd.DataFrame, comparisons: list[Comparison], family_size: int) -> str:
+    """Declared comparisons of a kl sweep (condition - sparse at each coefficient), by coefficient.
+
+    ``comparisons``: those to show (Holm-adjusted over the whole family of ``family_size``).
+    """
+    coef = {task: c for _, c, task in _kl_tasks(df)}
+    ordered = sorted(comparisons, key=lambda c: coef[c.task])  # stable: metric, then condition, within a coefficient
+    lines = [
+        "| KL coef | condition - baseline | metric | seeds | difference, mean [95% CI] | IQM of differences | "
+        f"higher on seeds [95% CI] | p (paired t) | Holm p (family of {family_size}) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {coef[c.task]:g} | {_comparison_cells(c)} |" for c in ordered]
+    return "\n".join(lines)
+
+
+def kl_frontier_table(points: list[KLPoint]) -> str:
+    """Per condition, its frontier's points in order of mean KL: KL, RM and gold over the final window.
+
+    Below the table: each condition's range of mean KL and the range every condition covers,
+    the only range over which two frontiers can be compared at equal KL.
+    """
+    win = _window_header(points)
+    lines = [
+        f"| condition | KL coef | KL, {win}, mean [95% CI] | RM, {win}, mean [95% CI] | gold, {win}, mean [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    ranges: dict[str, tuple[float, float]] = {}
+    for cond in dict.fromkeys(p.condition for p in points):
+        mine = sorted((p for p in points if p.condition == cond), key=lambda p: (math.isnan(p.ci("kl")[0]), p.ci("kl")[0]))
+        for p in mine:
+            lines.append(f"| {cond} | {p.coef:g} | {_ci_cell(p, 'kl', 1)} | {_ci_cell(p, 'rm', 2)} | {_ci_cell(p, 'gold', 3)} |")
+        kls = [p.ci("kl")[0] for p in mine if not math.isnan(p.ci("kl")[0])]
+        if kls:
+            ranges[cond] = (min(kls), max(kls))
+    if ranges:
+        low, high = max(r[0] for r in ranges.values()), min(r[1] for r in ranges.values())
+        shared = f"{low:.1f}-{high:.1f}" if low <= high else "none (no KL that every condition's frontier reaches)"
+        lines += [
+            "",
+            "Mean KL covered by each frontier: " + "; ".join(f"{c} {a:.1f}-{b:.1f}" for c, (a, b) in ranges.items())
+            + f". Range every condition covers: {shared}. A condition is better at equal KL only where its frontier "
+            "lies above another's over the same KL range; no single winner is computed.",
+        ]
+    return "\n".join(lines)
+
+
+def kl_notes(df: pd.DataFrame, family: list[Comparison]) -> str:
+    """The kl sweep tables' caption: statistics, the declared family (its size and make-up), how to read a frontier."""
+    from benchmarks.dense_vs_sparse.plan import slug
+
+    coefs = {c for _, c, _ in _kl_tasks(df)}
+    conds = list(dict.fromkeys(c.condition for c in family))
+    metrics = list(dict.fromkeys(_LABELS.get(c.metric, c.metric) for c in family))
+    n_coefs = len({c.task for c in family})
+    make_up = (f" ({n_coefs} coefficients x {len(conds)} conditions vs {family[0].baseline} x {len(metrics)} metrics: "
+               f"{', '.join(metrics)})" if family and n_coefs * len(conds) * len(metrics) == len(family) else "")
+    seeds = min((c.result.n for c in family), default=0)
+    detect = (
+        f" At {seeds} seeds and a family of {len(family)}, the first Holm rejection needs |mean difference| >= "
+        f"{stats.detectable_difference(seeds, len(family)):.2f} x the sd of the per-seed differences "
+        "(stats.detectable_difference); a smaller difference is 'no difference detected', not 'equal'."
+        if family and seeds >= 2 else ""
+    )
+    titles = list(dict.fromkeys(t for t, _, _ in _kl_tasks(df)))
+    figures = ", ".join(f"frontier_{slug(t)}.png" for t in titles)
+    return (
+        f"Fixed-KL sweep over the KL-penalty coefficients {', '.join(f'{c:g}' for c in sorted(coefs))}: every run holds "
+        "its coefficient fixed (kl_coef = the coefficient, adaptive_kl off); every other setting is the same for "
+        "every run. Mean over seeds [95% Student-t interval over seeds] of each seed's mean over the final window (the "
+        f"last {FINAL_WINDOW} updates every run of that coefficient has); IQM = interquartile mean over seeds (the mean "
+        "for fewer than 4 seeds); seed sd = standard deviation over seeds (ddof 1). Declared comparisons: per-seed "
+        "differences condition - baseline at the same coefficient on the same seeds, their mean [95% t interval] and "
+        "IQM, the seeds on which the condition is higher [Clopper-Pearson 95%], the paired t test and its Holm "
+        f"adjustment over the sweep's declared family of {len(family)}{make_up}; 'higher' / 'lower' only where the "
+        f"Holm p < 0.05, otherwise 'no difference detected'.{detect} Frontiers ({figures}): per condition, the points "
+        "(mean KL, mean RM) and (mean KL, mean gold) over the coefficients; the coefficient sets the penalty, not the "
+        "KL a run reaches, so each condition's points lie at its own KLs. A condition is better at equal KL only where "
+        "its frontier lies above another's over the same KL range; outside the range both cover nothing is compared, "
+        "and no single winner is computed. Gold falling while RM rises along a frontier (towards higher KL) is "
+        "over-optimisation of the reward model. Statistics: benchmarks/stats.py, docs/statistics.md."
+    )
+
+
+#: The parts of the kl sweep's tables, in the order :func:`kl_tables` writes them (docs blocks pick one).
+KL_PARTS: tuple[str, ...] = ("conditions", "comparisons", "frontier")
+
+
+def kl_tables(
+    df: pd.DataFrame, final_window: int = FINAL_WINDOW, parts: tuple[str, ...] = KL_PARTS, notes: bool = True
+) -> str:
+    """The kl sweep's tables, one ``###`` section per env title; Holm over every declared comparison of the file.
+
+    ``parts``: which of :data:`KL_PARTS`; ``notes``: end with the caption (:func:`kl_notes`).
+    """
+    unknown = sorted(set(parts) - set(KL_PARTS))
+    if unknown:
+        raise ValueError(f"unknown kl table part(s) {unknown}: use {list(KL_PARTS)}")
+    if not is_kl_sweep(df):
+        raise ValueError("these results are not --sweep kl's (no fixed_kl_coef on every row): use all_tables")
+    family = declared_comparisons(df, final_window=final_window)
+    points = kl_points(df, final_window)
+    titles = list(dict.fromkeys(p.title for p in points))
+    sections = []
+    for title in titles:
+        mine = [p for p in points if p.title == title]
+        tasks = {task for t, _, task in _kl_tasks(df) if t == title}
+        text = []
+        for part in parts:
+            if part == "conditions":
+                text.append(kl_conditions_table(mine))
+            elif part == "comparisons":
+                text.append(kl_comparisons_table(df, [c for c in family if c.task in tasks], len(family)))
+            else:
+                text.append(kl_frontier_table(mine))
+        body = "\n\n".join(text)
+        sections.append(f"### {title}: fixed KL coefficient\n\n{body}" if len(titles) > 1 or notes else body)
+    out = "\n\n".join(sections)
+    return out + ("\n\n" + kl_notes(df, family) if notes else "") + "\n"
+
+
 def report(
     df: pd.DataFrame, out: Path, report_update: int, smooth: int, header: str = "", speed_window: int = SPEED_WINDOW
 ) -> str:
-    """Write ``tables.md`` and the PNGs into ``out``; return the tables (also printed)."""
+    """Write ``tables.md`` and the PNGs into ``out``; return the tables (also printed).
+
+    Results of ``--sweep kl`` get :func:`kl_tables` and, beside each coefficient's curves,
+    ``frontier_<title>.png`` (:func:`plots.plot_frontier`).
+    """
     from benchmarks.dense_vs_sparse.plots import plot_task
 
     out.mkdir(parents=True, exist_ok=True)
-    text = header + all_tables(df, report_update, smooth, speed_window)
+    kl_sweep = is_kl_sweep(df)
+    text = header + (kl_tables(df) if kl_sweep else all_tables(df, report_update, smooth, speed_window))
     (out / "tables.md").write_text(text)
     for task in dict.fromkeys(df["task"]):
         plot_task(df[df.task == task], out, task, smooth, speed_window)
+    if kl_sweep:
+        from benchmarks.dense_vs_sparse.plots import plot_frontier
+
+        for title in dict.fromkeys(p.title for p in kl_points(df)):
+            plot_frontier(df, out, title)
     return text

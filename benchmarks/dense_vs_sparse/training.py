@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.dense_vs_sparse.defaults import (
+    KL_SWEEP_FIELDS,
     METRICS,
     NON_RESULT_FIELDS,
     REQUIRED_FIELDS,
@@ -45,6 +46,8 @@ def make_train_config(spec: RunSpec, settings: dict[str, Any], log_dir: str | No
     """Build ``agents.TrainConfig`` for one run, checking the fields this script relies on.
 
     Fields not set here keep TrainConfig's defaults; ``--set`` overrides the others by name.
+    A run of ``--sweep kl`` (``spec.fixed_kl_coef`` set) gets ``kl_coef`` = that coefficient
+    and ``adaptive_kl=False``; ``--set`` may not change those two there.
     """
     cls = train_config_class()
     names = {f.name for f in dataclasses.fields(cls)}
@@ -67,6 +70,14 @@ def make_train_config(spec: RunSpec, settings: dict[str, Any], log_dir: str | No
     # optional fields: one torch pool per run (parallel runs must not oversubscribe), no per-run chatter
     optional = {"threads": settings["threads_per_job"], "quiet": True}
     kwargs.update({k: v for k, v in optional.items() if k in names})
+    if spec.fixed_kl_coef is not None:
+        clash = sorted(set(overrides) & set(KL_SWEEP_FIELDS))
+        if clash:
+            raise RuntimeError(f"--set {clash[0]}: --sweep kl sets {' and '.join(KL_SWEEP_FIELDS)} per run; use --kl-coefs")
+        absent = [f for f in KL_SWEEP_FIELDS if f not in names]
+        if absent:
+            raise RuntimeError(f"agents.TrainConfig lacks field(s) {absent} that --sweep kl sets; it has {sorted(names)}")
+        kwargs.update(kl_coef=float(spec.fixed_kl_coef), adaptive_kl=False)
     kwargs.update(overrides)
     return cls(**kwargs)
 
@@ -135,6 +146,8 @@ def history_rows(spec: RunSpec, history: Sequence[dict[str, Any]], wall_s: float
     rows = []
     for i, h in enumerate(history):
         row: dict[str, Any] = asdict(spec)
+        if row["fixed_kl_coef"] is None:  # only the kl sweep's rows carry it: other sweeps' rows stay as they were
+            del row["fixed_kl_coef"]
         row["update"] = int(h.get("update", i + 1))
         for key, value in h.items():
             if key != "update" and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
