@@ -22,10 +22,11 @@ entry point
   (TrainConfig's ``algo``, ``env_id`` and ``threads``) where the command line gives none.
 
 All of it is undone when the call returns (rl_zoo3's registries, torch's thread count, transformers'
-progress bars, which are off during the run). rl_zoo3 has
-no plug-in interface: the names touched are ``rl_zoo3.utils.ALGOS``, ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER``
-/ ``HYPERPARAMS_CONVERTER`` (dicts the zoo documents as its registries) and ``rl_zoo3.train.ExperimentManager``
-(replaced by the subclass :class:`TokenExperimentManager` for the call), checked against rl_zoo3 2.9.2.
+progress bars, which are off during the run). rl_zoo3 has no plug-in interface, so this touches its
+module-level names: ``rl_zoo3.utils.ALGOS``, ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` /
+``HYPERPARAMS_CONVERTER`` (dicts keyed by algorithm name, which rl_zoo3's train and ExperimentManager
+read at call time) and ``rl_zoo3.train.ExperimentManager`` (the subclass :class:`TokenExperimentManager`
+for the call); checked against rl_zoo3 2.9.2.
 
 Usage::
 
