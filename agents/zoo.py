@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from agents.config import DEFAULTS
-from agents.registry import REGISTRY
+from agents.registry import REGISTRY, algorithm_kwargs
 
 __all__ = ["TokenExperimentManager", "hyperparams_path", "main", "registered", "sample_credit_params"]
 
@@ -83,10 +84,6 @@ def hyperparams_path(algo: str) -> Path:
 
 def learner_keywords(algo: str) -> set[str]:
     """The constructor keywords ``python -m agents`` passes ``algo`` (:func:`agents.registry.algorithm_kwargs`)."""
-    import dataclasses
-
-    from agents.registry import algorithm_kwargs
-
     return set(algorithm_kwargs(dataclasses.replace(DEFAULTS, algo=algo), None))
 
 
