@@ -10,6 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+# By module name, not tests.*: verl's wheel installs a top-level `tests` package that would shadow this folder's
+# (the verl CI leg runs this file too); pytest puts this folder on sys.path.
+from conftest import tiny_bert
+from episodes import collect_episodes, verl_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
@@ -19,7 +24,6 @@ from abc_gym.batch_credit import token_level_rewards
 from abc_gym.reward_model import RewardModel
 from abc_gym.tasks.sentiment import POLICY_PATH, REWARD_MODEL_PATH
 from abc_gym.tasks.sentiment.gold import gold_char_credit
-from tests.episodes import collect_episodes, verl_batch
 
 TOL = 1e-5
 
@@ -168,8 +172,6 @@ def test_bad_input_is_refused_with_the_fix(reward_model, tokenizer):
 
 
 def test_red_is_refused_for_a_reward_model_without_prefix_scores(tokenizer):
-    from tests.conftest import tiny_bert
-
     rm = RewardModel(tiny_bert(len(tokenizer), tokenizer.pad_token_id), tokenizer, tokenizer, pooling="cls", device="cpu")
     ids, mask, resp = _one_row(tokenizer)
     with pytest.raises(ValueError, match="reward_mode='red' needs the reward model's score of every completion prefix"):
@@ -190,3 +192,25 @@ def test_on_a_gpu_equals_cpu(tokenizer):
     on_gpu, score = token_level_rewards(gpu_rm, *args)
     assert on_gpu.device.type == "cuda" and score.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=0, atol=1e-4)
+
+
+def test_a_response_the_scoring_row_cannot_see_gets_the_envs_sparse_credit_and_a_warning(reward_model, tokenizer):
+    """The env's rule: a response made only of the reward model's pad id is invisible to the scored row."""
+    import gymnasium as gym
+
+    pad = reward_model.pad_id
+    env = gym.make("abc_gym/Sentiment-v0", device="cpu", min_new_tokens=2, max_new_tokens=2)
+    obs, _ = env.reset(seed=0)
+    with pytest.warns(RuntimeWarning, match="no reward-model attention"):
+        env.step(pad)
+        obs, _, terminated, _, info = env.step(pad)
+    assert terminated and info["abc_sparse_fallback"]
+    real = [int(t) for t, m in zip(obs["input_ids"], obs["attention_mask"]) if m]
+    ids = torch.tensor([real, real[:-2] + [11, 12]])  # the env's row, and one the scored row can see
+    mask = torch.ones_like(ids)
+    resp = torch.zeros_like(ids, dtype=torch.bool)
+    resp[:, -2:] = True
+    with pytest.warns(RuntimeWarning, match="1 completion"):
+        rewards, score = token_level_rewards(reward_model, ids, mask, resp, reward_mode="abc")
+    np.testing.assert_allclose(rewards[0, -2:].numpy(), info["token_rewards"][:2], rtol=0, atol=TOL)
+    assert float(rewards[0, -2]) == 0.0 and float(rewards[1, -2]) != 0.0  # the other row keeps its attention credit
