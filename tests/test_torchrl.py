@@ -6,30 +6,36 @@ Skipped without torchrl (pip install -e '.[torchrl]'); CI's newest leg installs 
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("torchrl")
-from tensordict.nn import TensorDictModule  # noqa: E402
-from torchrl.collectors import Collector  # noqa: E402
-from torchrl.envs import GymEnv, GymWrapper  # noqa: E402
-from torchrl.objectives.value import GAE  # noqa: E402
-
-from abc_gym.torchrl_info import CreditInfoReader, TensorDictCreditWriteback  # noqa: E402
+# torchrl is imported inside the tests, not at collection: `import torchrl` sets multiprocessing's start
+# method to spawn for the whole process, which the rest of the suite should not inherit.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("torchrl") is None, reason="needs torchrl: pip install -e '.[torchrl]'")
 
 ENV = "abc_gym/Sentiment-v0"
 SHORT = {"device": "cpu", "min_new_tokens": 2, "max_new_tokens": 7, "reward_mode": "abc"}
 
-CLIENTS = {
-    "GymEnv": lambda: GymEnv(ENV, **SHORT),
-    "GymWrapper-make_vec": lambda: GymWrapper(gym.make_vec(ENV, 3, **SHORT)),
-}
+
+def _client(name: str):
+    from torchrl.envs import GymEnv, GymWrapper
+
+    if name == "GymEnv":
+        return GymEnv(ENV, **SHORT)
+    return GymWrapper(gym.make_vec(ENV, 3, **SHORT))  # the batched env: one process, SAME_STEP
 
 
-def _collect(env, batches: int, frames: int) -> tuple[list, TensorDictCreditWriteback]:
+def _collect(env, batches: int, frames: int) -> tuple[list, Any]:
     """``batches`` collector batches of ``frames`` random steps, each written back by the collector's postproc."""
+    from torchrl.collectors import Collector
+
+    from abc_gym.torchrl_info import CreditInfoReader, TensorDictCreditWriteback
+
     env.set_info_dict_reader(CreditInfoReader.for_env(env))
     env.set_seed(0)
     torch.manual_seed(0)
@@ -73,11 +79,14 @@ def _check_episodes(batches: list) -> tuple[int, int]:
     return whole, spanning
 
 
-@pytest.mark.parametrize("client", list(CLIENTS))
+@pytest.mark.parametrize("client", ["GymEnv", "GymWrapper-make_vec"])
 def test_collector_batches_carry_the_dense_credit(client):
     """Collector + postproc=TensorDictCreditWriteback: per finished episode the rewards over its steps are its
     token_rewards (sum R); then TorchRL's GAE (gamma = lambda = 1) computes credit-to-go value targets."""
-    env = CLIENTS[client]()
+    from tensordict.nn import TensorDictModule
+    from torchrl.objectives.value import GAE
+
+    env = _client(client)
     batches, writeback = _collect(env, batches=3, frames=24)
     env.close()
     whole, spanning = _check_episodes(batches)
@@ -112,6 +121,8 @@ def test_collector_batches_carry_the_dense_credit(client):
 def test_gymenv_num_envs_runs_under_pytest_and_writes_back():
     """GymEnv(id, num_envs=2): spawned AsyncVectorEnv workers (TorchRL sets the spawn start method) import abc_gym
     through gymnasium's 'module:id' form; NEXT_STEP reset steps get no credit; close() returns."""
+    from torchrl.envs import GymEnv
+
     env = GymEnv("abc_gym:" + ENV, num_envs=2, **SHORT)
     assert env.unwrapped.autoreset_mode == gym.vector.AutoresetMode.NEXT_STEP
     batches, writeback = _collect(env, batches=2, frames=24)
@@ -125,6 +136,8 @@ def test_gymenv_num_envs_runs_under_pytest_and_writes_back():
 
 def test_writeback_names_the_reader_and_the_batch_shape():
     from tensordict import TensorDict
+
+    from abc_gym.torchrl_info import TensorDictCreditWriteback
 
     td = TensorDict({"next": {"done": torch.zeros(4, 1, dtype=torch.bool), "reward": torch.zeros(4, 1)}}, [4])
     with pytest.raises(KeyError, match="set_info_dict_reader"):
