@@ -132,6 +132,8 @@ def test_kl_resume_adds_coefficients_but_refuses_unnamed_ones(
     assert [c.kl_coef for c in stub.calls] == [0.8, 0.8]
     assert "Holm p (family of 6)" in (out / "tables.md").read_text()  # 3 coefficients x abc x (RM, gold)
     assert (out / "frontier_Sentiment-v0_8-15_new_tokens.png").stat().st_size > 1000
+    for coef in ("0.1", "0.4", "0.8"):  # each coefficient's learning curves beside the frontier
+        assert (out / f"curves_Sentiment-v0_8-15_new_tokens_fixed_KL_coef_{coef}.png").exists()
 
 
 # ----------------------------------------------------------------------------- tables from hand-made rows
@@ -190,22 +192,13 @@ def test_kl_tables_by_hand() -> None:
     assert ("| 0.4 | abc - sparse | gold, updates 1-3 | 3 | 0.400 [0.375, 0.425] | 0.400 | 3/3 [0.29, 1.00] | < 0.001 | "
             "< 0.001 | higher |") in lines  # Holm p = 4 * 0.00021
     assert "Holm p (family of 4)" in text
-    assert "declared family of 4 (2 coefficients x 1 conditions vs sparse x 2 metrics: RM, gold)" in text
+    assert "declared family of 4 (2 coefficients x 1 condition vs sparse x 2 metrics: RM, gold)" in text
     # the frontier: per condition in order of mean KL (sparse: 0.4 at KL 4, then 0.1 at KL 9), and the shared range
     frontier = text.split("| condition | KL coef |")[1]
     assert frontier.index("| sparse | 0.4 | 4.0 [1.5, 6.5] |") < frontier.index("| sparse | 0.1 | 9.0 [6.5, 11.5] |")
     assert "Mean KL covered by each frontier: sparse 4.0-9.0; abc 5.0-11.0. Range every condition covers: 5.0-9.0." in text
     assert "better at equal KL only where its frontier lies above another's over the same KL range" in text
     assert "winner" in text and "frontier_Tiny_8-15_new_tokens.png" in text
-
-
-def test_kl_frontier_figure_and_report(tmp_path: Path) -> None:
-    df = _kl_rows()
-    text = tables.report(df, tmp_path, report_update=2, smooth=1, speed_window=1)
-    assert (tmp_path / "tables.md").read_text() == text and "| KL coef | condition |" in text
-    assert (tmp_path / "frontier_Tiny_8-15_new_tokens.png").stat().st_size > 1000
-    for coef in ("0.1", "0.4"):  # each coefficient's learning curves beside the frontier
-        assert (tmp_path / f"curves_Tiny_8-15_new_tokens_fixed_KL_coef_{coef}.png").exists()
 
 
 def test_kl_docs_blocks_regenerate_from_raw(tmp_path: Path) -> None:

@@ -563,7 +563,8 @@ def kl_notes(df: pd.DataFrame, family: list[Comparison]) -> str:
     conds = list(dict.fromkeys(c.condition for c in family))
     metrics = list(dict.fromkeys(_LABELS.get(c.metric, c.metric) for c in family))
     n_coefs = len({c.task for c in family})
-    make_up = (f" ({n_coefs} coefficients x {len(conds)} conditions vs {family[0].baseline} x {len(metrics)} metrics: "
+    make_up = (f" ({n_coefs} coefficient{'s' * (n_coefs != 1)} x {len(conds)} condition{'s' * (len(conds) != 1)} vs "
+               f"{family[0].baseline} x {len(metrics)} metric{'s' * (len(metrics) != 1)}: "
                f"{', '.join(metrics)})" if family and n_coefs * len(conds) * len(metrics) == len(family) else "")
     seeds = min((c.result.n for c in family), default=0)
     detect = (
