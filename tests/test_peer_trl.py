@@ -72,6 +72,8 @@ def test_one_output_reward_model_scores_as_the_env() -> None:
 def test_without_trl_ppo_the_script_fails_in_one_line_naming_the_install(
     fake: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in [m for m in sys.modules if m == "trl" or m.startswith("trl.")]:
+        monkeypatch.delitem(sys.modules, name)  # a real trl imported by another test must not answer for the fake
     if fake == "missing":
         monkeypatch.setitem(sys.modules, "trl", None)  # import trl -> ImportError
     else:
