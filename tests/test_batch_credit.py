@@ -10,11 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-# By module name, not tests.*: verl's wheel installs a top-level `tests` package that would shadow this folder's
-# (the verl CI leg runs this file too); pytest puts this folder on sys.path.
-from conftest import tiny_bert
-from episodes import collect_episodes, verl_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
@@ -24,6 +19,8 @@ from abc_gym.batch_credit import token_level_rewards
 from abc_gym.reward_model import RewardModel
 from abc_gym.tasks.sentiment import POLICY_PATH, REWARD_MODEL_PATH
 from abc_gym.tasks.sentiment.gold import gold_char_credit
+from tests.conftest import tiny_bert
+from tests.episodes import collect_episodes, verl_batch
 
 TOL = 1e-5
 

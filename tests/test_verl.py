@@ -5,15 +5,16 @@ Needs verl (0.9), installed in its own venv (docs/clients.md); skipped without i
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 verl = pytest.importorskip("verl", reason="verl is not installed: pip install 'abc_gym[verl]' in its own venv (docs/clients.md)")
 
-# verl's wheel installs a top-level `tests` package that shadows this folder's: import the helper by its own name
-# (pytest puts this folder on sys.path).
-from episodes import collect_episodes, verl_batch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo.core_algos import compute_gae_advantage_return  # noqa: E402
@@ -27,6 +28,21 @@ from abc_gym.tasks.sentiment import POLICY_PATH, REWARD_MODEL_PATH  # noqa: E402
 from abc_gym.tasks.sentiment.gold import gold_char_credit  # noqa: E402
 
 TOL = 1e-5
+
+
+def _load_episodes_helper():
+    """tests/episodes.py, loaded by its path: verl's wheel installs a top-level ``tests`` package, which
+    shadows this folder's, so ``from tests.episodes import ...`` fails where verl is installed."""
+    name = "abc_gym_tests_episodes"
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("episodes.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+_episodes = _load_episodes_helper()
+collect_episodes, verl_batch = _episodes.collect_episodes, _episodes.verl_batch
 
 
 @pytest.fixture(scope="module")
