@@ -105,8 +105,9 @@ def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ma
             or a row whose response tokens are not the last real tokens (prompt, then response).
     """
     _check_inputs(input_ids, attention_mask, response_mask)
-    real = attention_mask.bool()
-    response = response_mask.to(real.device).bool()
+    # Masks follow the ids' device (a caller may keep them elsewhere).
+    real = attention_mask.to(input_ids.device).bool()
+    response = response_mask.to(input_ids.device).bool()
     bad = response & ~real
     if bool(bad.any()):
         rows = torch.nonzero(bad.any(-1)).flatten().tolist()
