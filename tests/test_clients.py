@@ -207,7 +207,7 @@ def test_cleanrl_style_example_runs_and_uses_the_credit():
 
 
 # ------------------------------------------------------------------ TorchRL
-# GymEnv(id, num_envs=N) builds an AsyncVectorEnv whose spawned workers die under pytest (they run by hand).
+# GymEnv("abc_gym:" + id, num_envs=N) and the collector write-back: tests/test_torchrl.py.
 @pytest.mark.parametrize("client", ["GymEnv", "GymWrapper-make", "GymWrapper-make_vec"])
 def test_torchrl_reads_the_credit_into_the_tensordict(client):
     """TorchRL's GymEnv passes frameskip= (retried on the standard TypeError) and needs autoreset_mode;
