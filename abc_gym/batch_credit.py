@@ -29,16 +29,15 @@ Example::
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import torch
 
-from abc_gym.alignment import batch_token_char_spans, char_weights_to_tokens
-from abc_gym.core import GoldCredit
-from abc_gym.credit import CreditScheme, check_beta, credit_registry, credit_scheme, last_token_index
+from abc_gym.alignment import batch_token_char_spans
+from abc_gym.core import GoldCredit, gold_token_weights, readable_attention
+from abc_gym.credit import CreditScheme, check_beta, credit_registry, credit_scheme
 from abc_gym.reward_model import RewardModel
-from abc_gym.validation import check_callable, check_gold_credit
+from abc_gym.validation import check_callable
 
 __all__ = ["BatchCredit", "pack_rows", "token_level_rewards"]
 
@@ -147,46 +146,11 @@ def pack_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_ma
 def _gold_weights(
     reward_model: RewardModel, packed: _Packed, gold_credit: GoldCredit, device: torch.device
 ) -> torch.Tensor:
-    """``(B, W)`` float64 gold weights, as the env computes them (``TokenEpisodes._gold_weights``).
-
-    The gold rule reads the decoded prompt + completion; a completion it gives no weight gets
-    uniform gold credit (the env flags it in ``info["gold_credit_uniform_fallback"]``).
-    """
+    """``(B, W)`` float64 gold weights of the packed rows, by the env's rule (:func:`abc_gym.core.gold_token_weights`)."""
     ids = packed.ids.cpu()
     rows = [ids[b, : int(packed.length[b])].tolist() for b in range(ids.shape[0])]
     texts, spans = batch_token_char_spans(reward_model.policy_tokenizer, rows)
-    width = ids.shape[1]
-    out = []
-    for text, row_spans in zip(texts, spans):
-        w = torch.zeros(width, dtype=torch.float64)
-        w[: len(row_spans)] = char_weights_to_tokens(check_gold_credit(gold_credit(text), text), row_spans)
-        out.append(w)
-    weights = torch.stack(out).to(device)
-    completion = packed.completion_mask
-    fallback = (weights * completion).sum(-1) <= 0
-    return torch.where(fallback.unsqueeze(-1), completion.double(), weights)
-
-
-def _readable_attention(attention: torch.Tensor, completion: torch.Tensor) -> torch.Tensor:
-    """``(B, W)`` float64 attention with rows blind to their completion made sparse, with a warning.
-
-    The env's rule (``TokenEpisodes._readable_attention``): a scored row that cannot see its
-    completion (e.g. a completion made only of the reward model's pad id) has no attention to
-    spread, so it gets sparse credit, and says so.
-    """
-    attention = attention.to(completion.device).double()
-    fallback = (attention * completion).sum(-1) <= 0
-    if bool(fallback.any()):
-        warnings.warn(
-            f"{int(fallback.sum())} completion(s) got no reward-model attention (scored row cannot see them); "
-            "their ABC credit is sparse",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        onehot = torch.zeros_like(attention)
-        onehot[torch.arange(attention.shape[0], device=attention.device), last_token_index(completion)] = 1.0
-        attention = torch.where(fallback.unsqueeze(-1), onehot, attention)
-    return attention
+    return gold_token_weights(gold_credit, texts, spans, packed.completion_mask.to(device))[0]
 
 
 def token_level_rewards(
@@ -251,7 +215,7 @@ def token_level_rewards(
     )
     score = out.score.to(device)
     completion = packed.completion_mask.to(device)
-    attention = None if out.attention is None else _readable_attention(out.attention, completion)
+    attention = None if out.attention is None else readable_attention(out.attention, completion)[0]
     prefix = None if out.prefix_scores is None else out.prefix_scores.to(device)
     gold = _gold_weights(reward_model, packed, gold_credit, device) if scheme.needs_gold_credit else None
     credit = scheme.credit(  # checks the conservation contract, for user schemes too

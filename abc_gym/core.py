@@ -139,6 +139,53 @@ class _ScoringBatch:
     gen_len: torch.Tensor
 
 
+def gold_token_weights(
+    gold_credit: GoldCredit, texts: list[str], spans: list[list[tuple[int, int]]], completion: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The task's gold credit as per-token weights: ``(B, W)`` float64 and a ``(B,)`` bool fallback flag.
+
+    ``texts[b]`` is row b's decoded prompt + completion and ``spans[b]`` its tokens' character
+    spans; ``completion`` is the ``(B, W)`` bool completion mask (its device is the output's).
+    A completion the gold rule gives no weight (e.g. no sentiment word) gets uniform gold
+    credit: the rule states no preference. The flag says which rows; callers report it.
+    """
+    width = completion.shape[1]
+    rows = []
+    for text, row_spans in zip(texts, spans):
+        w = torch.zeros(width, dtype=torch.float64)
+        w[: len(row_spans)] = char_weights_to_tokens(check_gold_credit(gold_credit(text), text), row_spans)
+        rows.append(w)
+    weights = torch.stack(rows).to(completion.device)
+    fallback = (weights * completion).sum(-1) <= 0
+    return torch.where(fallback.unsqueeze(-1), completion.double(), weights), fallback
+
+
+def readable_attention(
+    attention: torch.Tensor, completion: torch.Tensor, *, flagged: str = "", stacklevel: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention ``(B, W)`` float64 with rows blind to their completion made sparse, and the ``(B,)`` flag.
+
+    The scored row can be blind to the whole completion (e.g. a completion made only of the
+    reward model's pad id, which transformers' head skips). Then there is no attention to
+    spread: that row gets sparse credit (all weight on its last token), with a warning naming
+    where the caller flags it (``flagged``), never hidden.
+    """
+    attention = attention.to(completion.device).double()
+    fallback = (attention * completion).sum(-1) <= 0
+    if bool(fallback.any()):
+        where = f" ({flagged})" if flagged else ""
+        warnings.warn(
+            f"{int(fallback.sum())} completion(s) got no reward-model attention (scored row cannot see them); "
+            f"their ABC credit is sparse{where}",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
+        onehot = torch.zeros_like(attention)
+        onehot[torch.arange(attention.shape[0], device=attention.device), last_token_index(completion)] = 1.0
+        attention = torch.where(fallback.unsqueeze(-1), onehot, attention)
+    return attention, fallback
+
+
 class TokenEpisodes:
     """N token-generation episodes held as one torch batch.
 
@@ -474,51 +521,21 @@ class TokenEpisodes:
 
     def _gold_weights(
         self, batch: _ScoringBatch, texts: list[str], spans: list[list[tuple[int, int]]]
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Gold per-token weights ``(B, W)`` float64 and a ``(B,)`` bool uniform-fallback flag (or Nones).
-
-        A completion with no gold-relevant word (e.g. no sentiment word): the gold rule gives
-        no preference, so its gold credit is uniform; flagged in info, never hidden.
-        """
-        if self.gold_credit is None:
-            return None, None
-        width = batch.ids.shape[1]
-        rows = []
-        for text, row_spans in zip(texts, spans):
-            w = torch.zeros(width, dtype=torch.float64)
-            w[: len(row_spans)] = char_weights_to_tokens(check_gold_credit(self.gold_credit(text), text), row_spans)
-            rows.append(w)
-        weights = torch.stack(rows).to(self.device)
-        completion = batch.completion_mask
-        fallback = (weights * completion).sum(-1) <= 0
-        weights = torch.where(fallback.unsqueeze(-1), completion.double(), weights)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gold per-token weights ``(B, W)`` float64 and the ``(B,)`` uniform-fallback flag (see :func:`gold_token_weights`)."""
+        weights, fallback = gold_token_weights(self.gold_credit, texts, spans, batch.completion_mask)
         return weights, fallback.cpu()
 
     def _readable_attention(
         self, batch: _ScoringBatch, attention: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Attention ``(B, W)`` float64 with blind rows made sparse, and their ``(B,)`` bool flag (or Nones).
-
-        The scored row can be blind to the whole completion (e.g. a completion made only of
-        the reward model's pad id, which transformers' head skips). Then there is no
-        attention to spread: that row gets sparse credit, flagged in info and warned about,
-        never hidden.
-        """
+        """Attention ``(B, W)`` float64 with blind rows made sparse and their ``(B,)`` flag, or Nones
+        (see :func:`readable_attention`)."""
         if attention is None:
             return None, None
-        completion = batch.completion_mask
-        attention = attention.to(self.device).double()
-        fallback = (attention * completion).sum(-1) <= 0
-        if bool(fallback.any()):
-            warnings.warn(
-                f"{int(fallback.sum())} completion(s) got no reward-model attention (scored row cannot see them); "
-                "their ABC credit is sparse (info['abc_sparse_fallback'] is True)",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            onehot = torch.zeros_like(attention)
-            onehot[torch.arange(len(batch.rows), device=self.device), last_token_index(completion)] = 1.0
-            attention = torch.where(fallback.unsqueeze(-1), onehot, attention)
+        attention, fallback = readable_attention(
+            attention, batch.completion_mask, flagged="info['abc_sparse_fallback'] is True", stacklevel=5
+        )
         return attention, fallback.cpu()
 
     def _episodes(
