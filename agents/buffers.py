@@ -123,6 +123,15 @@ class CreditBufferMixin:
         self.row_pos[rows] += 1
         return slots
 
+    def write_episode_values(self, row: int, values: np.ndarray) -> None:
+        """Overwrite the values of env ``row``'s pending episode with ``values`` ``(T,)`` (deferred values:
+        the rollout stored NaN placeholders, :meth:`~agents.policy.TransformerActorCriticPolicy.episode_values`
+        computes them when the episode ends). Call before :meth:`finish_episode`."""
+        slots = np.asarray(self.pending[row], dtype=np.int64)
+        if len(slots) != len(values):
+            raise RuntimeError(f"env {row}: {len(values)} values for an episode of {len(slots)} stored steps")
+        self.values[slots, row] = values
+
     def finish_episode(
         self,
         row: int,
@@ -170,6 +179,8 @@ class CreditBufferMixin:
         """GAE over complete episodes only (nothing is bootstrapped: every stored episode ended)."""
         if bool(np.isnan(self.rewards[self.valid]).any()):
             raise RuntimeError("a valid transition has no reward written back: refusing to train on a placeholder")
+        if bool(np.isnan(self.values[self.valid]).any()):  # deferred values are NaN until their episode ends
+            raise RuntimeError("a valid transition has no value written back: refusing to train on a placeholder")
         # Slots that are not valid become isolated terminal steps, so they cannot leak into GAE.
         invalid = ~self.valid
         self.rewards[invalid] = 0.0

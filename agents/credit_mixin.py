@@ -17,6 +17,10 @@ Each algorithm (:mod:`agents.ppo`, :mod:`agents.a2c`, :mod:`agents.trpo`,
 - credit: at each episode's end, ``info["token_rewards"]`` minus the per-token KL
   penalty is written over that episode's steps (:mod:`agents.buffers`); the reference
   log-probs come from one teacher-forced forward of the frozen initial policy;
+- deferred values (:attr:`~CreditAssignmentMixin.defer_values`): with a separate value trunk
+  the rollout does not decode it per step; each finished episode's values come from one
+  forward of the value trunk over its final sequence, written before any return is computed
+  (nothing is bootstrapped: every stored episode is complete);
 - KL coefficient: fixed or adaptive (:mod:`agents.kl`), updated once per rollout;
 - horizon: ``learn(n_updates=N)`` (or ``model.max_updates = N``) runs N updates and the
   schedules (learning rate, clip range) run from their start value at the first update to
@@ -55,6 +59,11 @@ class CreditAssignmentMixin:
     credit_buffer_class: ClassVar[type] = CreditDictRolloutBuffer
     dp: DataParallel = LOCAL  # data-parallel group (agents.distributed); agents.training sets it under torchrun
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = TOKEN_POLICY_ALIASES
+    #: With a separate value trunk, compute each finished episode's values in one forward over its final
+    #: sequence (:meth:`~agents.policy.TransformerActorCriticPolicy.episode_values`) instead of a KV-cached
+    #: value decode per step (the same values within float rounding, about half the rollout's decode work).
+    #: False: the per-step path. No effect with a shared trunk (its values come with the actions).
+    defer_values: bool = True
 
     # set by _init_credit
     kl_coef: float
@@ -97,6 +106,7 @@ class CreditAssignmentMixin:
         self.update_metrics: list[dict[str, Any]] = []
         self.on_update: Callable[[dict[str, Any]], None] | None = None
         self._in_episode: np.ndarray | None = None
+        self._values_deferred = False  # this rollout's choice (_defers_values), read by finish_episodes
         self._rollout_stats: dict[str, Any] = {}
         self._t0 = 0.0
         return env, policy_kwargs
@@ -123,7 +133,7 @@ class CreditAssignmentMixin:
 
     def _excluded_save_params(self) -> list[str]:
         # The horizon and the episode state belong to one learn() call: a loaded model starts afresh.
-        per_call = ["max_updates", "_update_horizon", "_in_episode", "_t0", "dp", "_standalone_callback"]
+        per_call = ["max_updates", "_update_horizon", "_in_episode", "_t0", "dp", "_standalone_callback", "_values_deferred"]
         return [*super()._excluded_save_params(), "ref_model", "_ref_cache", "on_update", *per_call]  # type: ignore[misc]
 
     # ------------------------------------------------------------------ horizon
@@ -237,6 +247,8 @@ class CreditAssignmentMixin:
         eos_rule = self._eos_rule(env)
         policy.eos_token_id, policy.eos_min_new_tokens = (None, None) if eos_rule is None else eos_rule
         generated = np.zeros(n_envs, dtype=np.int64)
+        self._values_deferred = self._defers_values()
+        skip_values = {"with_values": False} if self._values_deferred else {}  # NaN placeholders until episodes end
         callback.on_rollout_start()
         n_steps = 0
         while True:
@@ -249,9 +261,9 @@ class CreditAssignmentMixin:
                 obs = source.observation(self._last_obs, eos_rule, eos_allowed)  # type: ignore[attr-defined]
                 masks = source.action_masks(obs)
                 if masks is None:
-                    actions, values, log_probs = policy(obs)
+                    actions, values, log_probs = policy(obs, **skip_values)
                 else:
-                    actions, values, log_probs = policy(obs, action_masks=masks)
+                    actions, values, log_probs = policy(obs, action_masks=masks, **skip_values)
             rows = np.flatnonzero(storing)
             source.store(rollout_buffer, rows, self._last_obs, actions, self._last_episode_starts, values, log_probs, masks, eos_allowed)  # type: ignore[attr-defined]
             self._last_obs, dones, infos = source.step(actions)  # env rewards are 0 / R: the credit comes from infos
@@ -277,8 +289,14 @@ class CreditAssignmentMixin:
         callback.on_rollout_end()
         return True
 
+    def _defers_values(self) -> bool:
+        """Whether this rollout defers the values (:attr:`defer_values` and a policy with a separate value trunk)."""
+        policy = self.policy  # type: ignore[attr-defined]
+        return bool(self.defer_values) and getattr(policy, "value_model", None) is not None and hasattr(policy, "episode_values")
+
     def finish_episodes(self, buffer: Any, rows: list[int], infos: list[dict[str, Any]]) -> None:
-        """Credit write-back for the episodes that ended on ``rows`` this step (one reference forward)."""
+        """Credit write-back for the episodes that ended on ``rows`` this step (one reference forward;
+        with deferred values also one value-trunk forward, whose values are written first)."""
         for r in rows:
             if "token_rewards" not in infos[r] or "terminal_observation" not in infos[r]:
                 raise ValueError(
@@ -306,6 +324,10 @@ class CreditAssignmentMixin:
         ref_lp = sequence_log_probs(
             self.ref_model, ids, mask, prompt_len, gen_len, eos_token_id=eos_id, eos_allowed=eos_allowed, action_masks=action_masks
         ).cpu().numpy()
+        if getattr(self, "_values_deferred", False):
+            values = self.policy.episode_values(ids, mask, prompt_len, gen_len).cpu().numpy()  # type: ignore[attr-defined]
+            for j, r in enumerate(rows):
+                buffer.write_episode_values(r, values[j, : int(gen_len[j])])
         for j, r in enumerate(rows):
             buffer.finish_episode(r, infos[r], ref_lp[j, : int(gen_len[j])], self.kl_ctl.value)
 

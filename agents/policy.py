@@ -21,6 +21,12 @@ Two forward paths, both equal within float tolerance (tested):
 
 ``evaluate_episodes`` is the teacher-forced path of :class:`agents.token_ppo.TokenPPO`:
 one forward per whole episode gives every step's log-prob, value and entropy.
+
+Deferred values: with a separate value trunk the rollout need not decode it step by step
+(a second KV-cached decode per token). A value depends only on the observation (the prefix),
+so one causal forward of the value trunk over a finished episode's final sequence gives
+every step's value (:meth:`episode_values`); the rollout calls ``forward(obs, with_values=False)``
+and fills the values in when each episode ends (:mod:`agents.credit_mixin`).
 """
 
 from __future__ import annotations
@@ -193,9 +199,17 @@ class _TransformerPolicyMixin:
         return dist
 
     # ------------------------------------------------------------------ SB3 API
-    def forward(self, obs: dict[str, torch.Tensor], deterministic: bool = False, action_masks: Any = None):
-        """Returns actions ``(B,)``, values ``(B, 1)`` and log-probs ``(B,)``."""
-        logits, values = self._heads(obs)
+    def forward(
+        self, obs: dict[str, torch.Tensor], deterministic: bool = False, action_masks: Any = None, with_values: bool = True
+    ):
+        """Returns actions ``(B,)``, values ``(B, 1)`` and log-probs ``(B,)``.
+
+        ``with_values=False`` (the rollout with deferred values, :meth:`episode_values`): the value
+        trunk is not run and the values are NaN placeholders, to be overwritten once the episode ends.
+        """
+        logits, values = self._heads(obs, need_vf=with_values)
+        if values is None:
+            values = torch.full((logits.shape[0], 1), float("nan"), device=logits.device)
         dist = self._distribution(logits, action_masks)
         actions = self._sample(dist, deterministic)
         if not torch.is_grad_enabled():
@@ -255,20 +269,17 @@ class _TransformerPolicyMixin:
         ids = as_token_ids(input_ids)
         mask = as_token_ids(attention_mask)
         t_max = int(gen_len.max())
-        width = int(mask.sum(-1).max())
+        width, pos = _step_positions(mask, prompt_len, t_max)
         steps = torch.arange(t_max, device=ids.device)
         valid = steps.unsqueeze(0) < gen_len.unsqueeze(1)
-        pos = (prompt_len.unsqueeze(1) + steps.unsqueeze(0) - 1).clamp(max=width - 1)  # (E, Tmax)
         actions = ids.gather(1, (pos + 1).clamp(max=ids.shape[1] - 1))
         h = base_of(self.lm)(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
-        h_pi = h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (E, Tmax, D)
+        h_pi = _at_steps(h, pos)  # (E, Tmax, D)
         logits = self.lm.get_output_embeddings()(h_pi).float()
         if self.value_model is None:
-            h_vf = h_pi
+            values = self._value_of(h_pi)
         else:
-            hv = base_of(self.value_model)(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
-            h_vf = hv.gather(1, pos.unsqueeze(-1).expand(-1, -1, hv.shape[-1]))
-        values = self.value_head(h_vf.to(self.value_head.weight.dtype)).float().squeeze(-1)
+            values = self._value_trunk_steps(ids, mask, width, pos)
         if eos_allowed is None and self.eos_token_id is not None and self.eos_min_new_tokens is not None:
             allowed = (steps + 1 >= self.eos_min_new_tokens).unsqueeze(0).expand(len(ids), -1)
         else:
@@ -279,6 +290,40 @@ class _TransformerPolicyMixin:
         log_prob = dist.log_prob(actions.reshape(-1)).reshape(actions.shape)
         entropy = dist.entropy().reshape(actions.shape)
         return values, log_prob, entropy, valid
+
+    def episode_values(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor, gen_len: torch.Tensor
+    ) -> torch.Tensor:
+        """``(E, Tmax)`` value of every step of each finished episode from ONE causal forward of the
+        value trunk over its final sequence (no KV-cached decode): step t's state is the prefix of
+        ``prompt_len + t`` tokens, whose last hidden state the causal mask makes independent of what
+        follows. Equal to the rollout's per-step values within float rounding (tests/test_deferred_values.py).
+        No gradient (rollout data).
+
+        Args:
+            input_ids, attention_mask: ``(E, L)`` final sequences, right padded.
+            prompt_len, gen_len: ``(E,)``; entries past ``gen_len[e]`` are padding (read, not meaningful).
+        """
+        if self.value_model is None:
+            raise ValueError(
+                "episode_values needs a separate value trunk (separate_value_model=True): with a shared trunk the "
+                "rollout's values come with its actions, nothing is deferred"
+            )
+        ids = as_token_ids(input_ids)
+        mask = as_token_ids(attention_mask)
+        width, pos = _step_positions(mask, prompt_len, int(gen_len.max()))
+        with torch.no_grad():  # rollout data (the old values): never differentiated
+            return self._value_trunk_steps(ids, mask, width, pos)
+
+    def _value_trunk_steps(self, ids: torch.Tensor, mask: torch.Tensor, width: int, pos: torch.Tensor) -> torch.Tensor:
+        """``(E, Tmax)`` values at positions ``pos`` ``(E, Tmax)`` from one forward of the separate value trunk."""
+        assert self.value_model is not None
+        hv = base_of(self.value_model)(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
+        return self._value_of(_at_steps(hv, pos))
+
+    def _value_of(self, h: torch.Tensor) -> torch.Tensor:
+        """``(..., D)`` hidden states -> ``(...)`` float32 values (a bf16 trunk, a float32 head)."""
+        return self.value_head(h.to(self.value_head.weight.dtype)).float().squeeze(-1)
 
     # ------------------------------------------------------------------ persistence
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -311,6 +356,19 @@ class _TransformerPolicyMixin:
         for p in ref.parameters():
             p.requires_grad_(False)
         return ref
+
+
+def _step_positions(mask: torch.Tensor, prompt_len: torch.Tensor, t_max: int) -> tuple[int, torch.Tensor]:
+    """``(width, pos)``: the longest real length of the ``(E, L)`` right-padded ``mask`` and the ``(E, Tmax)``
+    position whose hidden state is step t's state (``prompt_len + t - 1``, the last token of its prefix)."""
+    width = int(mask.sum(-1).max())
+    steps = torch.arange(t_max, device=mask.device)
+    return width, (prompt_len.unsqueeze(1) + steps.unsqueeze(0) - 1).clamp(max=width - 1)
+
+
+def _at_steps(h: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``(E, Tmax, D)``: the ``(E, W, D)`` hidden states ``h`` at positions ``pos`` ``(E, Tmax)``."""
+    return h.gather(1, pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
 
 
 class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):

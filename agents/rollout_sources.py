@@ -13,7 +13,8 @@ and stored:
   generators), so episodes, resets and random draws are the VecEnv path's, step for step.
   Values, log-probs and entropies stay on the device in ``(buffer_size, N)`` tensors and are
   copied to the buffer only when an episode ends (its write-back reads its log-probs) and at
-  the end of the rollout; each finished episode's per-step observations and actions are
+  the end of the rollout (deferred values, a separate value trunk: NaN placeholders there,
+  overwritten by the episode's one value forward in ``finish_episodes``, after the flush); each finished episode's per-step observations and actions are
   rebuilt on the host from its final sequence (step t saw the prompt and t actions), so the
   buffer holds exactly what the VecEnv path stores. What still syncs once per step: the
   engine decides on the host which rows ended, so each step reads the ``(N,)`` flags back.

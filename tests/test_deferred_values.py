@@ -1,0 +1,109 @@
+"""Deferred values (issue 18): with a separate value trunk the rollout skips its per-step KV-cached
+value decode and fills each finished episode's values from one value-trunk forward over its final
+sequence. The buffer must hold the per-step path's values (within float32 rounding), on the device
+path and the numpy path, for TokenPPO and TRPO (whose default is a separate value trunk)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny model: one thread is fastest and deterministic
+
+import transformers  # noqa: E402
+from stable_baselines3.common.logger import configure  # noqa: E402
+
+transformers.utils.logging.disable_progress_bar()
+ENV = "abc_gym/Sentiment-v0"
+# Several episodes per env, ended by EOS or by max_new_tokens: mixed lengths within one batch of finishes.
+ENV_KWARGS = {"min_new_tokens": 1, "max_new_tokens": 6}
+N_STEPS = 8
+
+
+def _model(algo: str, defer: bool, device_rollout: bool):
+    from agents.env_util import make_token_vec_env
+    from agents.token_ppo import TokenPPO
+    from agents.trpo import TRPO
+
+    env = make_token_vec_env(ENV, num_envs=4, seed=0, **ENV_KWARGS)
+    if algo == "token_ppo":
+        model = TokenPPO(
+            "TransformerPolicy", env, seed=0, device="cpu", n_epochs=1, minibatch_episodes=4, n_steps=N_STEPS,
+            device_rollout=device_rollout, policy_kwargs={"separate_value_model": True},
+        )
+    else:
+        model = TRPO("TransformerPolicy", env, seed=0, device="cpu", n_steps=N_STEPS, n_critic_updates=1)
+    assert model.policy.value_model is not None
+    model.defer_values = defer
+    model.set_logger(configure(None, []))
+    return model
+
+
+def _rollout(model) -> dict[str, np.ndarray]:
+    _, callback = model._setup_learn(10**9, None)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    buf = model.rollout_buffer
+    assert model._values_deferred == (model.defer_values and model.policy.value_model is not None)
+    return {
+        "valid": buf.valid.copy(),
+        "actions": np.where(buf.valid[..., None], buf.actions, -1),
+        "values": np.where(buf.valid, buf.values, 0.0),
+        "log_probs": np.where(buf.valid, buf.log_probs, 0.0),
+        "returns": np.where(buf.valid, buf.returns, 0.0),
+        "advantages": np.where(buf.valid, buf.advantages, 0.0),
+        "gen_len": np.array(sorted(e.gen_len for e in buf.episodes)),
+    }
+
+
+@pytest.mark.parametrize(
+    ("algo", "device_rollout"),
+    [("token_ppo", True), ("token_ppo", False), ("trpo", False)],
+    ids=["token_ppo-device", "token_ppo-numpy", "trpo-numpy"],
+)
+def test_deferred_values_equal_per_step_values(algo: str, device_rollout: bool) -> None:
+    from agents.rollout_sources import EngineSteps
+
+    a = _rollout(_model(algo, False, device_rollout))  # each model seeds the global RNG: build, then roll out
+    deferred = _model(algo, True, device_rollout)
+    assert isinstance(deferred._step_source(deferred.env, True), EngineSteps) == device_rollout
+    b = _rollout(deferred)
+    assert len(set(b["gen_len"].tolist())) > 1, "the rollout should hold episodes of several lengths"
+    # The value trunk draws no random numbers: the same seed gives the same actions either way.
+    for key in ("valid", "actions", "gen_len"):
+        assert np.array_equal(a[key], b[key]), key
+    np.testing.assert_allclose(a["log_probs"], b["log_probs"], rtol=0, atol=1e-6)
+    assert b["valid"].sum() > 20 and np.abs(b["values"]).max() > 0
+    np.testing.assert_allclose(a["values"], b["values"], rtol=0, atol=2e-5, err_msg="values")
+    np.testing.assert_allclose(a["returns"], b["returns"], rtol=0, atol=2e-5, err_msg="returns")
+    np.testing.assert_allclose(a["advantages"], b["advantages"], rtol=0, atol=2e-5, err_msg="advantages")
+    deferred.update()  # learning still runs on deferred values
+    assert np.isfinite(deferred.logger.name_to_value["train/value_loss"])
+
+
+def test_episode_values_equal_the_teacher_forced_values() -> None:
+    """The deferred values are evaluate_episodes' values of the stored episodes (the update's own path)."""
+    model = _model("token_ppo", True, True)
+    _rollout(model)
+    data = model.episode_tensors()
+    policy = model.policy
+    with torch.no_grad():
+        values, _, _, valid = policy.evaluate_episodes(data["input_ids"], data["attention_mask"], data["prompt_len"], data["gen_len"])
+    torch.testing.assert_close(data["old_values"][valid], values[valid], rtol=0, atol=1e-5)
+
+
+def test_shared_trunk_defers_nothing_and_placeholders_are_refused() -> None:
+    from agents.env_util import make_token_vec_env
+    from agents.token_ppo import TokenPPO
+
+    env = make_token_vec_env(ENV, num_envs=2, seed=0, **ENV_KWARGS)
+    model = TokenPPO("TransformerPolicy", env, seed=0, device="cpu", n_epochs=1, minibatch_episodes=2)
+    model.set_logger(configure(None, []))
+    out = _rollout(model)
+    assert not model._values_deferred and np.isfinite(out["values"]).all()
+    with pytest.raises(ValueError, match="separate_value_model=True"):
+        model.policy.episode_values(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3), torch.tensor([2]), torch.tensor([1]))
+    buf = model.rollout_buffer
+    buf.values[buf.valid.nonzero()[0][0], buf.valid.nonzero()[1][0]] = np.nan  # a value never written back
+    with pytest.raises(RuntimeError, match="no value written back"):
+        buf.compute_returns_and_advantage()
