@@ -76,9 +76,10 @@ UNEQUAL = (
     "TRL computes ~20 logged metrics per update (each a .item()); here its printer callback is removed (nothing "
     "printed) but the metrics are still computed",
     "TRL computes the rollout's log-probs from generate's scores and the values with one value forward after "
-    "generation; TokenPPO gets both per step from its KV-cache decode (and its value trunk's)",
-    "the abc env also computes the RM's attention row (abc mode) and, in both modes, the VADER gold score and gold "
-    "credit of every completion (diagnostics)",
+    "generation; TokenPPO gets its log-probs per step from its KV-cache decode and its values (separate value "
+    "trunk) from one value forward per finished episode",
+    "the abc env also computes the RM's attention row (abc mode) and, in both modes, the VADER gold score of every "
+    "completion (a diagnostic)",
     "sampling: both draw from the full softmax (top_k 0, top_p 1); TRL divides logits by temperature 1 + 1e-7; the "
     "random streams differ, so the completions differ",
     "CUDA: TRL calls the device's empty_cache() several times per update (a no-op on a CPU); TokenPPO does not",
@@ -86,8 +87,8 @@ UNEQUAL = (
 
 #: What a TokenPPO rollout does that the floor (generate + RM + reference forward) does not.
 FLOOR_NOTE = (
-    "floor vs rollout: the rollout also computes the per-step values (its separate value trunk, KV-cached), the "
-    "credit and KL write-back, and the gold diagnostics (VADER score and gold credit of every completion); the "
+    "floor vs rollout: the rollout also computes the values (one forward of its separate value trunk over the "
+    "finished sequences), the credit and KL write-back, and the VADER gold score of every completion; the "
     "floor's RM batch takes the ABC attention row in both rows of the table"
 )
 
