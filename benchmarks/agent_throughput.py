@@ -385,7 +385,6 @@ PHASES = (
     ("  scoring finished rows", "abc_gym/core.py", "score_rows"),
     ("    reward-model forward", "abc_gym/reward_model.py", "score"),
     ("    gold score (VADER, per episode)", "abc_gym/tasks/sentiment/gold.py", "gold_score"),
-    ("    gold credit weights (per episode)", "abc_gym/core.py", "_gold_weights"),
     ("credit write-back, KL and buffer (episodes end)", "agents/credit_mixin.py", "finish_episodes"),
     ("  reference log-probs (one teacher-forced forward)", "agents/kl.py", "sequence_log_probs"),
 )
