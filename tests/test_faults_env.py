@@ -499,7 +499,9 @@ def _finish(env, action: int = 5):
     ],
 )
 def test_gold_functions_returning_the_wrong_thing(kind, returns, error, message):
-    env = gym.make(ENV, **{kind: returns}, reward_mode="abc", min_new_tokens=2, max_new_tokens=2, **CPU)
+    # gold credit is computed in oracle, or when asked for (record_gold_credit) in the other modes
+    asked = {"record_gold_credit": True} if kind == "gold_credit" else {}
+    env = gym.make(ENV, **{kind: returns}, **asked, reward_mode="abc", min_new_tokens=2, max_new_tokens=2, **CPU)
     with pytest.raises(error, match=message) as err:
         _finish(env)
     _one_line(err.value)
