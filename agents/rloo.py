@@ -10,10 +10,11 @@ is weighted by its return-to-go
 
 minus the leave-one-out mean of G[e', t] over the rollout's other episodes e' that reached step t
 (0 when none did). With sparse credit every step of an episode sees R; with dense credit a token
-is weighed only by the credit from itself on. Caveat: ABC and RED credit of a token depends on
-the tokens after it, so the credit of earlier tokens, which this return-to-go drops, depends on
-a_t too; with those schemes the step is the policy gradient of the shaped per-token objective,
-not an unbiased estimate of the gradient of E[R] (it is, for sparse and uniform credit). No
+is weighed only by the credit from itself on. Caveat: dense credit of a token (ABC, RED, uniform:
+R / T, oracle) depends on the tokens after it, so the credit of earlier tokens, which this
+return-to-go drops, depends on a_t too; with those schemes the step is the policy gradient of
+the shaped per-token objective, not an unbiased estimate of the gradient of E[R] (it is, for
+sparse credit: R sits on the last token, inside every return-to-go). No
 result in docs/results.md uses this learner. The loss, over the rollout's valid steps, is
 
     loss = -mean_{e,t} (A[e, t] * log pi(a_t | s_t)) - ent_coef * mean entropy
