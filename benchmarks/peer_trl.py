@@ -272,23 +272,15 @@ def check_equal_reward(rm1, rm2, tokenizer) -> float:
     return gap
 
 
-def trl_trainer(completions: int, new_tokens: int, device: str, updates: int, callback: Any, seed: int = 0):
-    """TRL's PPOTrainer at the peer settings (module doc), on the shipped models and prompts, for ``updates`` updates."""
-    import datasets
+def trl_models(tok) -> tuple[Any, Any, Any, Any]:
+    """TRL's four models on the shipped checkpoints: policy, reference, value model (a new 1-output head
+    on the policy's trunk) and the 1-output reward model (checked to score as the env's R)."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from abc_gym.tasks.sentiment import POLICY_PATH, REWARD_MODEL_PATH, load_prompts
+    from abc_gym.tasks.sentiment import POLICY_PATH, REWARD_MODEL_PATH
 
-    _, PPOConfig, PPOTrainer = load_trl()
-    tok = AutoTokenizer.from_pretrained(POLICY_PATH, padding_side="left")
-    prompts = datasets.Dataset.from_dict(
-        {"input_ids": [tok(p, add_special_tokens=False)["input_ids"] for p in load_prompts()]}
-    )
-    if len(prompts) < completions:
-        raise ValueError(f"--completions {completions}: more than the {len(prompts)} shipped prompts (TRL drops short batches)")
     policy = AutoModelForCausalLM.from_pretrained(POLICY_PATH, dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(POLICY_PATH, dtype=torch.float32)
     verbosity = transformers.logging.get_verbosity()
@@ -299,6 +291,25 @@ def trl_trainer(completions: int, new_tokens: int, device: str, updates: int, ca
         transformers.logging.set_verbosity(verbosity)
     reward, reward2 = one_output_reward_model(str(REWARD_MODEL_PATH))
     check_equal_reward(reward, reward2, tok)
+    return policy, ref, value, reward
+
+
+def trl_trainer(completions: int, new_tokens: int, device: str, updates: int, callback: Any, seed: int = 0):
+    """TRL's PPOTrainer at the peer settings (module doc), on the shipped models and prompts, for ``updates`` updates."""
+    import datasets
+    from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from abc_gym.tasks.sentiment import POLICY_PATH, load_prompts
+
+    _, PPOConfig, PPOTrainer = load_trl()
+    tok = AutoTokenizer.from_pretrained(POLICY_PATH, padding_side="left")
+    prompts = datasets.Dataset.from_dict(
+        {"input_ids": [tok(p, add_special_tokens=False)["input_ids"] for p in load_prompts()]}
+    )
+    if len(prompts) < completions:
+        raise ValueError(f"--completions {completions}: more than the {len(prompts)} shipped prompts (TRL drops short batches)")
+    policy, ref, value, reward = trl_models(tok)
     with warnings.catch_warnings():  # transformers 5 renamed gradient_checkpointing, which TRL 1.12 still reads
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
         args = PPOConfig(

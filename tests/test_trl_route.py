@@ -68,26 +68,16 @@ def test_train_is_trls_own_but_for_the_reward_statement() -> None:
 def _trainer(reward_mode: str) -> tuple[Any, Any]:
     """DenseCreditPPOTrainer on the shipped models at tiny sizes, for one update; and the policy tokenizer."""
     import datasets
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
     from trl.experimental.ppo import PPOConfig
 
     from abc_gym.integrations import trl as route
-    from benchmarks.peer_trl import check_equal_reward, one_output_reward_model
+    from benchmarks.peer_trl import trl_models
 
     tok = AutoTokenizer.from_pretrained(POLICY_PATH, padding_side="left")
     prompts = datasets.Dataset.from_dict({"input_ids": [tok(p, add_special_tokens=False)["input_ids"] for p in load_prompts()]})
-    policy = AutoModelForCausalLM.from_pretrained(POLICY_PATH, dtype=torch.float32)
-    ref = AutoModelForCausalLM.from_pretrained(POLICY_PATH, dtype=torch.float32)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # the value head is new by design
-    try:
-        value = AutoModelForSequenceClassification.from_pretrained(POLICY_PATH, num_labels=1, dtype=torch.float32)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    reward, reward2 = one_output_reward_model(str(REWARD_MODEL_PATH))
-    check_equal_reward(reward, reward2, tok)
+    policy, ref, value, reward = trl_models(tok)
     with warnings.catch_warnings():  # transformers 5 renamed gradient_checkpointing, which TRL 1.12 still reads
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
         args = PPOConfig(
