@@ -466,3 +466,54 @@ def test_headline_from_raw_results(tmp_path: Path, capsys: pytest.CaptureFixture
     # every declared comparison, whatever its sign or verdict, gets its row
     assert len(rows) == len(family) == 4
     assert all(f"**{c.verdict}**" in row for c, row in zip(family, rows))
+
+
+# ----------------------------------------------------------------------------- stage 5: tuning
+
+
+def _grid_folder(root: Path, lr: float, g: float, gain: dict[str, float], seeds: range) -> Path:
+    """A benchmark --out folder of one grid point: each mode's RM climbs to ``gain[mode] * f(lr, g)``."""
+    from benchmarks.dense_vs_sparse.results import save_results
+
+    rows = []
+    for mode, scale in gain.items():
+        cond = "abc (beta 0.8)" if mode == "abc" else mode
+        for seed in seeds:
+            top = scale * (1.0 + lr * 1e4 - abs(g - (2.0 if mode == "sparse" else 0.5))) + 0.01 * seed * scale
+            for u in range(1, 21):
+                rows.append(dict(task="T", env_id="E", condition=cond, baseline="sparse", reward_mode=mode, seed=seed,
+                                 update=u, rm_score=top * u / 20, gold_score=0.1 * u + 0.01 * ((7 * seed + len(mode)) % 5), kl=0.1 * u, value_loss=1.0))
+    out = root / f"lr{lr:g}_g{g:g}"
+    save_results(rows, {"command": "x", "settings": {"set": [f"lr={lr:g}", f"max_grad_norm={g:g}"]}}, out)
+    return out
+
+
+def test_tuning_selects_each_modes_best_point_by_rm_and_combines_evaluations(tmp_path: Path) -> None:
+    from benchmarks.dense_vs_sparse import tables, tuning
+
+    # sparse peaks at max_grad_norm 2, abc at 0.5; both prefer the larger lr: each mode gets its own point
+    dirs = [_grid_folder(tmp_path, lr, g, {"sparse": 1.0, "abc": 1.0}, range(1000, 1003))
+            for lr in (1e-4, 3e-4) for g in (0.5, 2.0)]
+    df = tuning.store(dirs, tmp_path / "grid.json.gz")
+    text, selected = tuning.grid_table(tuning.load_results(tmp_path / "grid.json.gz")[0], final_window=5)
+    assert selected == {"sparse": {"lr": 3e-4, "max_grad_norm": 2.0},
+                        "abc (beta 0.8)": {"lr": 3e-4, "max_grad_norm": 0.5}}
+    assert "| **sparse** | 0.0003 | 2 | 3 |" in text and "| sparse | 0.0001 | 0.5 | 3 |" in text
+    assert tuning.evaluation_flags(df, selected)["abc (beta 0.8)"] == "--modes abc --set lr=0.0003 max_grad_norm=0.5"
+    # evaluation: one folder per mode at its point, seeds 0..4, joined into one task compared pairwise
+    ev = [_grid_folder(tmp_path / "eval_s", 3e-4, 2.0, {"sparse": 1.0}, range(5)),
+          _grid_folder(tmp_path / "eval_a", 3e-4, 0.5, {"abc": 1.5}, range(5))]
+    joined = tuning.combine(ev, tmp_path / "tuned.json.gz")
+    assert joined["task"].nunique() == 1
+    family = tables.declared_comparisons(joined, final_window=5)
+    assert [(c.condition, c.metric) for c in family] == [("abc (beta 0.8)", "rm_score"), ("abc (beta 0.8)", "gold_score")]
+    assert family[0].result.n == 5 and family[0].verdict == "higher"
+    with pytest.raises(ValueError, match="more than one folder"):
+        tuning.combine([ev[0], ev[0]], tmp_path / "bad.json.gz")
+
+
+def test_tuning_refuses_a_run_without_the_grid_settings(tmp_path: Path) -> None:
+    from benchmarks.dense_vs_sparse import tuning
+
+    with pytest.raises(ValueError, match="--set lr=VALUE max_grad_norm=VALUE"):
+        tuning.grid_point({"command": "python -m benchmarks.dense_vs_sparse", "settings": {"set": ["lr=1e-4"]}})

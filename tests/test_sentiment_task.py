@@ -300,3 +300,22 @@ def test_gold_score_equals_vader_polarity_scores(words: list[str], sep: str) -> 
     assert gold_score(text) == expected
     word_sentiments(text)
     assert gold_score(text) == expected
+
+
+def test_make_fragments_join_continues_into_the_next_reviews(tokenizer) -> None:
+    import random
+
+    from abc_gym.tasks.sentiment.build import make_fragments
+
+    texts = ["a good film.", "the plot was boring.", "i loved the ending.", "bad acting."]
+    plain = make_fragments(tokenizer, texts, random.Random(3))
+    # the default (the shipped RM's build) is unchanged by the new options: same cuts, same rng draws
+    assert make_fragments(tokenizer, texts, random.Random(3), (8, 60), join=False) == plain
+    joined = make_fragments(tokenizer, texts, random.Random(5), (20, 25), join=True)
+    eos = tokenizer.eos_token_id
+    for i, (ids, text, _) in enumerate(joined):
+        if ids[-1] == eos:  # one in five: the whole review + <|endoftext|>
+            continue
+        assert 22 <= len(ids) <= 32  # 2-7 prompt tokens + 20-25: every review here is shorter, so it was joined
+        assert text.startswith(texts[i]) and texts[(i + 1) % len(texts)] in text
+    assert any(ids[-1] != eos for ids, _, _ in joined)

@@ -74,6 +74,8 @@ class Args:
     head_layer_lr: float
     batch_size: int
     seed: int
+    rm_new_tokens: tuple[int, int] = (8, 60)
+    rm_join_reviews: bool = False
 
 
 def seed_all(seed: int) -> None:
@@ -234,21 +236,35 @@ def perplexity(model: GPT2LMHeadModel, tok: PreTrainedTokenizerFast, texts: list
 
 
 def make_fragments(
-    tok: PreTrainedTokenizerFast, texts: list[str], rng: random.Random
+    tok: PreTrainedTokenizerFast,
+    texts: list[str],
+    rng: random.Random,
+    new_tokens: tuple[int, int] = (8, 60),
+    join: bool = False,
 ) -> list[tuple[list[int], str, float]]:
-    """Reward-model inputs shaped like RL episodes: prompt (2-7 tokens) + 8-60 further tokens.
+    """Reward-model inputs shaped like RL episodes: prompt (2-7 tokens) + ``new_tokens`` further tokens.
 
-    One in five is the whole review followed by <|endoftext|>. Returns
-    ``(ids, text, soft target p(pos))`` with p = 1 / 0 / 0.5 for VADER pos / neg / neutral.
+    One in five is the whole review followed by <|endoftext|>. With ``join`` a cut longer
+    than its review continues into the next reviews of ``texts``, joined by a space (one long
+    lowercase review: what the policy writes when EOS is masked for 40-109 tokens, and how
+    ``benchmarks.rm_validity`` cuts its held-out texts); without it (the shipped RM's build)
+    such a cut is the whole review. Returns ``(ids, text, soft target p(pos))`` with
+    p = 1 / 0 / 0.5 for VADER pos / neg / neutral.
     """
     eos = tok.eos_token_id
     out = []
-    for t in texts:
+    for i, t in enumerate(texts):
         ids = tok(t)["input_ids"]
         if rng.random() < 0.2:
             frag = ids + [eos]
         else:
-            frag = ids[: rng.randint(2, 7) + rng.randint(8, 60)]
+            cut = rng.randint(2, 7) + rng.randint(*new_tokens)
+            k = i
+            while join and len(ids) < cut and len(texts) > 1:
+                k += 1
+                t = t + " " + texts[k % len(texts)]
+                ids = tok(t)["input_ids"]
+            frag = ids[:cut]
         text = tok.decode(frag, skip_special_tokens=True)
         label = vader_label(text)
         out.append((frag, text, {1: 1.0, 0: 0.0, -1: 0.5}[label]))
@@ -298,7 +314,8 @@ def train_reward_model(
     for step in range(args.rm_steps):
         if len(frags) < args.batch_size:
             # Fresh random cuts each pass over the corpus, so the RM never sees the same fragment set twice.
-            frags = make_fragments(tok, rng.sample(train, min(len(train), 4096)), rng)
+            frags = make_fragments(tok, rng.sample(train, min(len(train), 4096)), rng, args.rm_new_tokens,
+                                   join=args.rm_join_reviews)
         batch, frags = frags[: args.batch_size], frags[args.batch_size :]
         ids, mask = pad_batch([f[0] for f in batch], pad)
         target = torch.tensor([[1 - f[2], f[2]] for f in batch])
@@ -575,6 +592,15 @@ class Results:
     minilm_acc: tuple[float, int] | None = None
 
 
+def _token_range(text: str) -> tuple[int, int]:
+    """``"8-60"`` -> ``(8, 60)``; argparse turns the ValueError into a usage error."""
+    lo, _, hi = text.partition("-")
+    lo_i, hi_i = int(lo), int(hi)
+    if not 1 <= lo_i <= hi_i:
+        raise ValueError(f"need 1 <= MIN <= MAX, got {text}")
+    return lo_i, hi_i
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=30000, help="training reviews")
@@ -586,6 +612,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rm-steps", type=int, default=8000)
     ap.add_argument("--rm-layers", type=int, default=1, help="GPT-2 RM layers (the shipped RM has 1)")
     ap.add_argument("--rm-heads", type=int, default=4)
+    ap.add_argument("--rm-new-tokens", type=_token_range, default=(8, 60), metavar="MIN-MAX",
+                    help="new tokens after the 2-7-token prompt in the GPT-2 RM's training fragments "
+                         "(shipped RM: 8-60; the long RM: 8-115 with --rm-join-reviews)")
+    ap.add_argument("--rm-join-reviews", action="store_true",
+                    help="continue a cut longer than its review into the next reviews (needed past ~60 tokens)")
     ap.add_argument("--head-steps", type=int, default=2000, help="MiniLM head training steps")
     ap.add_argument("--head-batch", type=int, default=128, help="MiniLM head batch size")
     ap.add_argument("--head-layer-lr", type=float, default=3e-4,
