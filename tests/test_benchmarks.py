@@ -499,6 +499,9 @@ def test_tuning_selects_each_modes_best_point_by_rm_and_combines_evaluations(tmp
     assert selected == {"sparse": {"lr": 3e-4, "max_grad_norm": 2.0},
                         "abc (beta 0.8)": {"lr": 3e-4, "max_grad_norm": 0.5}}
     assert "| **sparse** | 0.0003 | 2 | 3 |" in text and "| sparse | 0.0001 | 0.5 | 3 |" in text
+    from benchmarks.dense_vs_sparse import docs_blocks  # the docs block is the same table
+
+    assert docs_blocks.render({"results": "grid.json.gz", "kind": "tune_grid", "final_window": "5"}, tmp_path) == text
     assert tuning.evaluation_flags(df, selected)["abc (beta 0.8)"] == "--modes abc --set lr=0.0003 max_grad_norm=0.5"
     # evaluation: one folder per mode at its point, seeds 0..4, joined into one task compared pairwise
     ev = [_grid_folder(tmp_path / "eval_s", 3e-4, 2.0, {"sparse": 1.0}, range(5)),

@@ -11,7 +11,7 @@ raw results (:func:`benchmarks.dense_vs_sparse.results.save_raw`, or a results.j
 ``kind`` picks the renderer in :data:`RENDERERS` (``tables``, ``headline``, or one table:
 ``conditions``, ``diagnostics``, ``comparisons``, ``levels``, with ``task=TEXT`` to pick
 tasks; for ``--sweep kl`` results ``kl_tables``, or one of its tables: ``kl_conditions``,
-``kl_comparisons``, ``kl_frontier``); other ``key=value`` pairs are its options
+``kl_comparisons``, ``kl_frontier``; for a tuning grid ``tune_grid``); other ``key=value`` pairs are its options
 (``report_update``, ``final_window``, ``speed_window``, ``names`` for the headline). Values hold no spaces. Both markers start
 a line (so an indented example of a marker is not a block).
 ``tests/test_benchmarks.py`` (and ``check``) regenerate every block of every
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.dense_vs_sparse import tables
+from benchmarks.dense_vs_sparse import tables, tuning
 from benchmarks.dense_vs_sparse.results import load_results, save_raw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +128,8 @@ def _kl(parts: tuple[str, ...], notes: bool) -> Callable[[list[tuple[str, pd.Dat
 #: ``tables.md`` holds; ``headline``: the README headline over one or more results files;
 #: ``conditions`` / ``diagnostics`` / ``comparisons`` / ``levels``: one table per task;
 #: ``kl_tables``: everything ``tables.md`` holds for ``--sweep kl`` results (e.g.
-#: ``docs/raw/kl_8_15.json.gz``), ``kl_conditions`` / ``kl_comparisons`` / ``kl_frontier``: one of its tables.
+#: ``docs/raw/kl_8_15.json.gz``), ``kl_conditions`` / ``kl_comparisons`` / ``kl_frontier``: one of its tables;
+#: ``tune_grid``: a tuning grid (``tuning store``) with each mode's selected point.
 RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], str]] = {
     "tables": lambda exps, a: tables.all_tables(
         _one(exps), _int(a, "report_update", 20), 1, _int(a, "speed_window", tables.SPEED_WINDOW),
@@ -138,6 +139,7 @@ RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], 
     **{part: _part(part) for part in ("conditions", "diagnostics", "comparisons", "levels")},
     "kl_tables": _kl(tables.KL_PARTS, notes=True),
     **{f"kl_{part}": _kl((part,), notes=False) for part in tables.KL_PARTS},
+    "tune_grid": lambda exps, a: tuning.grid_table(_one(exps), _int(a, "final_window", tables.FINAL_WINDOW))[0],
 }
 
 
