@@ -46,8 +46,23 @@ def _csv_rows(run: Path) -> int:
     return len((run / "progress.csv").read_text().splitlines()) - 1  # less the header
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_in_a_terminal():
+    """These tests send real SIGINTs, as a terminal's Ctrl-C does. A runner started in the
+    background (``nohup``, ``cmd &`` without job control) ignores SIGINT, and a run
+    deliberately keeps an ignored SIGINT ignored (:class:`agents.stopping`): give the tests
+    Python's own Ctrl-C handler, as a terminal session has, and put the runner's back after."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def _default_sigint() -> None:  # in the child before exec: Python then installs its Ctrl-C handler
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "agents", *args], cwd=ROOT, env=ENV,
+    return subprocess.Popen([sys.executable, "-m", "agents", *args], cwd=ROOT, env=ENV, preexec_fn=_default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -140,6 +155,23 @@ def test_sigint_before_the_first_update_names_no_removed_file(tmp_path: Path, mo
     assert f"interrupted by SIGINT before the first update: nothing saved; the run directory {tmp_path / 'r'} was removed" in err
     assert "metrics in" not in err and not (tmp_path / "r").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # train() put Python's handler back
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run started under ``nohup`` (SIGINT ignored) is not stopped by SIGINT: it trains to the end."""
+    from agents import training as train_module
+
+    real = train_module.build_model
+
+    def interrupted_while_building(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "build_model", interrupted_while_building)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the autouse fixture restores the runner's handler
+    main(["--n-updates", "2", *SMALL_FLAGS, "--log-dir", str(tmp_path), "--run-name", "r"])
+    assert _updates(tmp_path / "r") == [1, 2]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 # ----------------------------------------------------------------------------- a full disk (patched writer)
