@@ -7,7 +7,7 @@ Protocol (declared in docs/results.md before any run):
    (``--seed-offset 1000``), everything else as the evaluation runs.
 2. **Selection.** For each mode the grid point with the highest mean, over its tuning seeds,
    of the RM score over the final window (the proxy reward the learner maximises; the gold
-   score is never used to select). :func:`select` computes it from the stored grid runs.
+   score is never used to select). :func:`grid_table` computes it from the stored grid runs.
 3. **Evaluation.** One invocation per mode at its selected point on the evaluation seeds
    (0..N-1); :func:`combine` joins them into one results file whose declared comparisons
    (each tuned dense mode minus tuned sparse, paired per seed, Holm) are
