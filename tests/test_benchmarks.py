@@ -511,6 +511,9 @@ def test_tuning_selects_each_modes_best_point_by_rm_and_combines_evaluations(tmp
     family = tables.declared_comparisons(joined, final_window=5)
     assert [(c.condition, c.metric) for c in family] == [("abc (beta 0.8)", "rm_score"), ("abc (beta 0.8)", "gold_score")]
     assert family[0].result.n == 5 and family[0].verdict == "higher"
+    partial = df[~((df["tune_lr"] == 3e-4) & (df["seed"] == 1002))]  # one grid point short of a seed
+    with pytest.raises(ValueError, match="unequal tuning seeds"):
+        tuning.grid_table(partial, final_window=5)
     with pytest.raises(ValueError, match="more than one folder"):
         tuning.combine([ev[0], ev[0]], tmp_path / "bad.json.gz")
 

@@ -89,6 +89,11 @@ def grid_table(df: pd.DataFrame, final_window: int = tables.FINAL_WINDOW) -> tup
     for (cond, *point), sub in df.groupby(["condition", *cols], sort=False):
         means = {m: tables.window_means(sub, m, updates) for m in (SELECT_BY, "gold_score", "kl")}
         rows.append((str(cond), tuple(point), means))
+    counts = {(cond, point): len(means[SELECT_BY]) for cond, point, means in rows}
+    if len(set(counts.values())) > 1:  # a point with fewer seeds would be selected on other evidence
+        short = sorted((c, p, n) for (c, p), n in counts.items() if n < max(counts.values()))
+        raise ValueError(f"unequal tuning seeds across the grid ({short} have fewer than {max(counts.values())}): "
+                         "finish the grid (rerun its invocation with --resume) before selecting")
     selected: dict[str, dict[str, float]] = {}
     best: dict[str, float] = {}
     for cond, point, means in rows:
