@@ -178,6 +178,29 @@ def test_declared_comparisons_paired_holm_and_verdicts() -> None:
     assert "Holm p (family of 4)" in text and "| higher |" in text and "| no difference detected |" in text
 
 
+def test_setting_contrast_pairs_seeds_per_condition_and_reads_unadjusted_p() -> None:
+    from benchmarks.dense_vs_sparse import tables
+
+    base = _designed_results()
+    treat = base.copy()
+    up = treat.condition == "big"
+    treat.loc[up, "rm_score"] += 0.5 + 0.02 * treat.loc[up, "seed"]  # +0.5..0.58 on every seed of 'big' only
+    treat = treat[treat.seed != 4]  # a seed the treatment lacks is left out of the pairs, not compared unpaired
+    text = tables.setting_contrast(base, treat, "A", "B", final_window=5)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+            for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    big = rows["big", "RM, updates 16-20"]
+    assert big[0] == "4" and big[1].startswith("0.53 [") and big[3] == "4/4 [0.40, 1.00]"
+    assert big[-1] == "higher (unadjusted)"
+    assert rows["sparse", "RM, updates 16-20"][-1] == "no difference detected"
+    assert rows["sparse", "RM, updates 16-20"][1].startswith("0.00") and rows["sparse", "RM, updates 16-20"][3] == "0/4 [0.00, 0.60]"
+    assert "B - A, mean [95% CI]" in text and "Not a verdict." in text
+    with pytest.raises(ValueError, match="final windows differ"):
+        tables.setting_contrast(base, base[base["update"] <= 19], "A", "B", final_window=5)
+    with pytest.raises(ValueError, match="no condition in both"):
+        tables.setting_contrast(base, base.assign(condition="other"), "A", "B", final_window=5)
+
+
 def test_levels_table_counts_seeds_that_never_reach() -> None:
     from benchmarks.dense_vs_sparse import tables
 

@@ -11,7 +11,8 @@ raw results (:func:`benchmarks.dense_vs_sparse.results.save_raw`, or a results.j
 ``kind`` picks the renderer in :data:`RENDERERS` (``tables``, ``headline``, or one table:
 ``conditions``, ``diagnostics``, ``comparisons``, ``levels``, with ``task=TEXT`` to pick
 tasks; for ``--sweep kl`` results ``kl_tables``, or one of its tables: ``kl_conditions``,
-``kl_comparisons``, ``kl_frontier``; for a tuning grid ``tune_grid``); other ``key=value`` pairs are its options
+``kl_comparisons``, ``kl_frontier``; for a tuning grid ``tune_grid``; two results files with one setting
+changed, ``contrast``); other ``key=value`` pairs are its options
 (``report_update``, ``final_window``, ``speed_window``, ``names`` for the headline). Values hold no spaces. Both markers start
 a line (so an indented example of a marker is not a block).
 ``tests/test_benchmarks.py`` (and ``check``) regenerate every block of every
@@ -129,7 +130,8 @@ def _kl(parts: tuple[str, ...], notes: bool) -> Callable[[list[tuple[str, pd.Dat
 #: ``conditions`` / ``diagnostics`` / ``comparisons`` / ``levels``: one table per task;
 #: ``kl_tables``: everything ``tables.md`` holds for ``--sweep kl`` results (e.g.
 #: ``docs/raw/kl_8_15.json.gz``), ``kl_conditions`` / ``kl_comparisons`` / ``kl_frontier``: one of its tables;
-#: ``tune_grid``: a tuning grid (``tuning store``) with each mode's selected point.
+#: ``tune_grid``: a tuning grid (``tuning store``) with each mode's selected point; ``contrast``: two results
+#: files with one setting changed, per condition (:func:`tables.setting_contrast`, descriptive).
 RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], str]] = {
     "tables": lambda exps, a: tables.all_tables(
         _one(exps), _int(a, "report_update", 20), 1, _int(a, "speed_window", tables.SPEED_WINDOW),
@@ -140,7 +142,18 @@ RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], 
     "kl_tables": _kl(tables.KL_PARTS, notes=True),
     **{f"kl_{part}": _kl((part,), notes=False) for part in tables.KL_PARTS},
     "tune_grid": lambda exps, a: tuning.grid_table(_one(exps), _int(a, "final_window", tables.FINAL_WINDOW))[0],
+    "contrast": lambda exps, a: _contrast(exps, a),
 }
+
+
+def _contrast(exps: list[tuple[str, pd.DataFrame]], a: dict[str, str]) -> str:
+    """``kind=contrast results=BASE,TREAT names=LABEL,LABEL``: :func:`tables.setting_contrast` (``_`` in a label
+    prints as a space)."""
+    if len(exps) != 2:
+        raise ValueError("a contrast block takes two results files: results=BASE,TREAT (names=BASE_LABEL,TREAT_LABEL)")
+    (base_name, base), (treat_name, treat) = exps
+    return tables.setting_contrast(base, treat, base_name.replace("_", " "), treat_name.replace("_", " "),
+                                   final_window=_int(a, "final_window", tables.FINAL_WINDOW))
 
 
 def render(attrs: dict[str, str], root: Path = ROOT) -> str:

@@ -97,7 +97,8 @@ def t_text(values: np.ndarray, digits: int = 2) -> str:
     return stats.format_ci(float(point), float(low), float(high), digits)
 
 
-def _num(x: float, digits: int = 2) -> str:
+def num(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, ``n/a`` for None or NaN."""
     return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
@@ -128,7 +129,8 @@ def window_means(df: pd.DataFrame, metric: str, updates: list[int]) -> pd.Series
     return sub.groupby("seed")[metric].mean().dropna()
 
 
-def _window_label(updates: list[int]) -> str:
+def window_label(updates: list[int]) -> str:
+    """``updates 141-150`` (or ``update 7`` for one)."""
     return f"updates {updates[0]}-{updates[-1]}" if len(updates) > 1 else f"update {updates[0]}"
 
 
@@ -173,7 +175,7 @@ def declared_comparisons(
                 if not seeds:
                     continue
                 res = stats.paired_test(treat.loc[seeds].to_numpy(), base.loc[seeds].to_numpy())
-                raw.append((task, cond, baseline, metric, _window_label(updates), res))
+                raw.append((task, cond, baseline, metric, window_label(updates), res))
     adjusted = stats.holm([r[-1].p_value for r in raw])
     return [Comparison(*r, p_holm=float(p)) for r, p in zip(raw, adjusted)]
 
@@ -196,9 +198,61 @@ def _comparison_cells(c: Comparison) -> str:
     diff = stats.format_ci(r.mean, r.low, r.high, digits)
     return (
         f"{c.condition} - {c.baseline} | {_LABELS.get(c.metric, c.metric)}, {c.window} | {r.n} | {diff} | "
-        f"{_num(r.iqm, digits)} | {r.n_better}/{r.n} [{_num(r.p_improve_low)}, {_num(r.p_improve_high)}] | "
+        f"{num(r.iqm, digits)} | {r.n_better}/{r.n} [{num(r.p_improve_low)}, {num(r.p_improve_high)}] | "
         f"{_p_text(r.p_value)} | {_p_text(c.p_holm)} | {c.verdict}"
     )
+
+
+def setting_contrast(
+    base: pd.DataFrame, treat: pd.DataFrame, base_label: str, treat_label: str,
+    metrics: tuple[str, ...] = DECLARED_METRICS, final_window: int = FINAL_WINDOW,
+) -> str:
+    """One setting against another, per condition, as a markdown table: descriptive, not a verdict.
+
+    ``base`` and ``treat`` are two results files of one task run with one setting changed (e.g.
+    section 1's runs and the same modes with ``gae_lambda=1.0``). For each condition in both and
+    each metric: ``treat - base`` on the seeds both have, over the final window (the same updates
+    in both, e.g. 141-150), its mean [95% t interval], IQM, the seeds on which ``treat`` is higher
+    [Clopper-Pearson] and the paired t test's p, *unadjusted*. These contrasts are declared
+    descriptive (no family, no correction), so the last column reads the unadjusted p at 0.05 and
+    says so; a citable verdict needs a declared family (:func:`declared_comparisons`).
+
+    Raises:
+        ValueError: when the two files share no condition, or their final windows differ.
+    """
+    updates, other = final_updates(base, final_window), final_updates(treat, final_window)
+    if updates != other:
+        raise ValueError(f"final windows differ ({window_label(updates)} vs {window_label(other)}): "
+                         "contrast runs of the same length")
+    conds = [c for c in _conditions(base) if c in set(treat["condition"])]
+    if not conds:
+        raise ValueError(f"no condition in both ({_conditions(base)} vs {_conditions(treat)})")
+    lines = [
+        f"| condition | metric | seeds | {treat_label} - {base_label}, mean [95% CI] | IQM of differences | "
+        f"{treat_label} higher on seeds [95% CI] | p (paired t, unadjusted) | reading (descriptive) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for metric in metrics:
+        digits = 3 if metric == "gold_score" else 2
+        for cond in conds:
+            a = window_means(base[base.condition == cond], metric, updates)
+            b = window_means(treat[treat.condition == cond], metric, updates)
+            seeds = sorted(set(a.index) & set(b.index))  # paired: same seeds only
+            if not seeds:
+                continue
+            r = stats.paired_test(b.loc[seeds].to_numpy(), a.loc[seeds].to_numpy())
+            reading = stats.verdict(r.mean, r.p_value, alpha=ALPHA)
+            lines.append(
+                f"| {cond} | {_LABELS.get(metric, metric)}, {window_label(updates)} | {r.n} | "
+                f"{stats.format_ci(r.mean, r.low, r.high, digits)} | {num(r.iqm, digits)} | "
+                f"{r.n_better}/{r.n} [{num(r.p_improve_low)}, {num(r.p_improve_high)}] | {_p_text(r.p_value)} | "
+                f"{reading}{'' if reading.startswith('no ') else ' (unadjusted)'} |"
+            )
+    lines += ["", f"Descriptive contrast, declared so before the runs: per condition, {treat_label} minus "
+              f"{base_label} on the seeds both ran (same seeds, so the same prompts and initial weights); "
+              "95% Student t interval, Clopper-Pearson interval of the seeds on which it is higher, the paired t "
+              "test's p with no correction for the other rows. Not a verdict."]
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- per condition
@@ -206,7 +260,7 @@ def _comparison_cells(c: Comparison) -> str:
 
 def conditions_table(df: pd.DataFrame, report_update: int, updates: list[int]) -> str:
     """RM per condition: early update, final window (mean [CI], IQM, seed sd), mean over the run."""
-    win = _window_label(updates)
+    win = window_label(updates)
     u_rep = min(report_update, max(updates))
     lines = [
         f"| condition | seeds | RM @ update {u_rep} | RM, {win}, mean [95% CI] | IQM | seed sd | RM mean over run |",
@@ -219,15 +273,15 @@ def conditions_table(df: pd.DataFrame, report_update: int, updates: list[int]) -
         _, at_rep = _at_update(all_u, rm, u_rep)
         sd = float(np.std(fin, ddof=1)) if len(fin) > 1 else math.nan
         lines.append(
-            f"| {c} | {rm.shape[0]} | {t_text(at_rep)} | {t_text(fin)} | {_num(float(stats.iqm(fin)) if len(fin) else math.nan)} | "
-            f"{_num(sd)} | {t_text(rm.mean(axis=1))} |"
+            f"| {c} | {rm.shape[0]} | {t_text(at_rep)} | {t_text(fin)} | {num(float(stats.iqm(fin)) if len(fin) else math.nan)} | "
+            f"{num(sd)} | {t_text(rm.mean(axis=1))} |"
         )
     return "\n".join(lines)
 
 
 def diagnostics_table(df: pd.DataFrame, updates: list[int]) -> str:
     """Gold, KL, value loss, completion length and corr(RM, gold) per condition."""
-    win = _window_label(updates)
+    win = window_label(updates)
     has_len = "mean_len" in df.columns and df["mean_len"].notna().any()
     lines = [
         f"| condition | gold, {win} | KL, {win} | value loss, mean over run | "
@@ -297,7 +351,7 @@ def levels_table(df: pd.DataFrame, updates: list[int], window: int = SPEED_WINDO
         }
     lines = [
         f"RM levels: initial {start:.2f} (update {int(df['update'].min())}, mean over all runs), best final "
-        f"{best:.2f} ({best_cond}, {_window_label(updates)}); "
+        f"{best:.2f} ({best_cond}, {window_label(updates)}); "
         + ", ".join(f"{q:.0%} of the way = {m:.2f}" for q, m in zip(levels, marks))
         + f". Each seed's {window}-update trailing mean, first update at or above the level.",
         "",
@@ -314,7 +368,7 @@ def levels_table(df: pd.DataFrame, updates: list[int], window: int = SPEED_WINDO
                 # both never reaching is a tie, not a win for either
                 k = int(sum(h[s] < b[s] for s in seeds))
                 _, lo, hi = stats.prob_improvement_ci(k, len(seeds))
-                cell = f"{k}/{len(seeds)} [{_num(lo)}, {_num(hi)}]" if seeds else "n/a"
+                cell = f"{k}/{len(seeds)} [{num(lo)}, {num(hi)}]" if seeds else "n/a"
             lines.append(
                 f"| {c} | {q:.0%} | {int(np.isfinite(h).sum())}/{len(h)} | {_median_text(h.to_numpy())} | {cell} |"
             )
@@ -396,7 +450,7 @@ def headline(
                 h = stats.updates_to_reach(wide.columns.to_numpy(), wide.to_numpy(dtype=float), marks[0], speed_window)
                 reach[(task, c)] = f"{int(np.isfinite(h).sum())}/{len(h)}"
                 # modes end at different KL (issue 19): the reader sees at what KL each verdict holds
-                kl[(task, c)] = _num(float(window_means(sub[sub.condition == c], "kl", updates).mean()), 1)
+                kl[(task, c)] = num(float(window_means(sub[sub.condition == c], "kl", updates).mean()), 1)
         for c in family:
             r = c.result
             digits = 3 if c.metric == "gold_score" else 2
@@ -476,7 +530,7 @@ def kl_points(df: pd.DataFrame, final_window: int = FINAL_WINDOW) -> list[KLPoin
             continue
         for cond in _conditions(sub):
             rows = sub[sub.condition == cond]
-            points.append(KLPoint(title, coef, cond, _window_label(updates), window_means(rows, "rm_score", updates),
+            points.append(KLPoint(title, coef, cond, window_label(updates), window_means(rows, "rm_score", updates),
                                   window_means(rows, "gold_score", updates), window_means(rows, "kl", updates)))
     return points
 
@@ -502,7 +556,7 @@ def kl_conditions_table(points: list[KLPoint]) -> str:
         sd = float(np.std(rm, ddof=1)) if len(rm) > 1 else math.nan
         lines.append(
             f"| {p.coef:g} | {p.condition} | {len(rm)} | {_ci_cell(p, 'rm', 2)} | "
-            f"{_num(float(stats.iqm(rm)) if len(rm) else math.nan)} | {_num(sd)} | {_ci_cell(p, 'gold', 3)} | "
+            f"{num(float(stats.iqm(rm)) if len(rm) else math.nan)} | {num(sd)} | {_ci_cell(p, 'gold', 3)} | "
             f"{_ci_cell(p, 'kl', 1)} |"
         )
     return "\n".join(lines)

@@ -101,7 +101,7 @@ def grid_table(df: pd.DataFrame, final_window: int = tables.FINAL_WINDOW) -> tup
         if cond not in best or score > best[cond]:
             best[cond], selected[cond] = score, dict(zip(TUNED, point))
     head = " | ".join(TUNED)
-    lines = [f"| condition | {head} | tuning seeds | RM, {tables._window_label(updates)} [95% CI] "
+    lines = [f"| condition | {head} | tuning seeds | RM, {tables.window_label(updates)} [95% CI] "
              "(selects) | gold | KL |",
              "|---|" + "---|" * len(TUNED) + "---|---|---|---|"]
     for cond, point, means in sorted(rows, key=lambda r: (list(best).index(r[0]), r[1])):
@@ -110,7 +110,7 @@ def grid_table(df: pd.DataFrame, final_window: int = tables.FINAL_WINDOW) -> tup
         cells = " | ".join(f"{v:g}" for v in point)
         lines.append(
             f"| {mark}{cond}{mark} | {cells} | {len(rm)} | {mark}{tables.ci_text(rm)}{mark} | "
-            f"{tables._num(float(means['gold_score'].mean()), 3)} | {tables._num(float(means['kl'].mean()), 1)} |")
+            f"{tables.num(float(means['gold_score'].mean()), 3)} | {tables.num(float(means['kl'].mean()), 1)} |")
     lines += ["", "Selected (bold): per condition the grid point with the highest mean RM over the final window "
               "across its tuning seeds; gold and KL are shown, never used to select. Intervals: 95% Student t "
               "over the tuning seeds (descriptive)."]
