@@ -75,6 +75,9 @@ class CreditBufferMixin:
         self.pending: list[list[int]] = [[] for _ in range(self.n_envs)]
         self.episodes: list[EpisodeRecord] = []
         self.step_entropy: list[float] = []
+        #: values (and so GAE) left to the update's first forward (TokenPPO, one minibatch: see
+        #: :meth:`fill_values`); until then every value is a NaN placeholder and nothing is trained on
+        self.values_pending = False
 
     def add_rows(
         self,
@@ -189,6 +192,33 @@ class CreditBufferMixin:
         zeros = torch.zeros(self.n_envs)
         super().compute_returns_and_advantage(last_values=zeros, dones=np.ones(self.n_envs, dtype=bool))  # type: ignore[misc]
         self.full = True
+
+    def episode_sequences(self, device: Any) -> dict[str, torch.Tensor]:
+        """What a teacher-forced forward needs of the stored episodes, before GAE (nothing flattened):
+        ``input_ids`` / ``attention_mask`` ``(E, L)``, ``prompt_len`` / ``gen_len`` ``(E,)`` and
+        ``eos_allowed`` ``(E, Tmax)``, in :attr:`episodes` order (as :meth:`episode_tensors`)."""
+        eps = self.episodes
+        eos = np.ones((len(eps), max(e.gen_len for e in eps)), dtype=bool)
+        for i, e in enumerate(eps):
+            eos[i, : e.gen_len] = self.observations[EOS_ALLOWED_KEY][e.slots, e.env_idx]
+        return {
+            "input_ids": torch.as_tensor(np.stack([e.input_ids for e in eps]), device=device).long(),
+            "attention_mask": torch.as_tensor(np.stack([e.attention_mask for e in eps]), device=device).long(),
+            "prompt_len": torch.as_tensor([e.prompt_len for e in eps], device=device),
+            "gen_len": torch.as_tensor([e.gen_len for e in eps], device=device),
+            "eos_allowed": torch.as_tensor(eos, device=device),
+        }
+
+    def fill_values(self, episodes: np.ndarray, values: np.ndarray) -> None:
+        """Write the pending values of ``episodes`` (indices into :attr:`episodes`, ``(E,)``) from
+        ``values`` ``(E, Tmax)``; once every episode has them, run GAE (:meth:`compute_returns_and_advantage`)."""
+        assert self.values_pending, "fill_values: this rollout's values are not pending"
+        for i, v in zip(np.asarray(episodes).tolist(), values):
+            e = self.episodes[i]
+            self.values[e.slots, e.env_idx] = v[: e.gen_len]
+        if not bool(np.isnan(self.values[self.valid]).any()):
+            self.values_pending = False
+            self.compute_returns_and_advantage()
 
     @property
     def n_valid(self) -> int:

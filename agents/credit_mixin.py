@@ -248,6 +248,8 @@ class CreditAssignmentMixin:
         policy.eos_token_id, policy.eos_min_new_tokens = (None, None) if eos_rule is None else eos_rule
         generated = np.zeros(n_envs, dtype=np.int64)
         self._values_deferred = self._defers_values()
+        # values left to the update's first forward (TokenPPO, one minibatch): no value forward here at all
+        rollout_buffer.values_pending = self._values_deferred and self._values_in_update(env)
         skip_values = {"with_values": False} if self._values_deferred else {}  # NaN placeholders until episodes end
         callback.on_rollout_start()
         n_steps = 0
@@ -283,7 +285,8 @@ class CreditAssignmentMixin:
         self._last_obs = source.close(rollout_buffer, self._last_obs)  # type: ignore[attr-defined]
         # timesteps over all ranks (every rank then agrees on SB3's stopping rule); one process: unchanged
         self.num_timesteps = steps_before + int(self.dp.sum([self.num_timesteps - steps_before])[0])  # type: ignore[attr-defined]
-        rollout_buffer.compute_returns_and_advantage()
+        if not rollout_buffer.values_pending:  # otherwise GAE runs once the update's forward gave the values
+            rollout_buffer.compute_returns_and_advantage()
         self._end_rollout(rollout_buffer, time.time() - t_start)
         callback.update_locals(locals())
         callback.on_rollout_end()
@@ -293,6 +296,11 @@ class CreditAssignmentMixin:
         """Whether this rollout defers the values (:attr:`defer_values` and a policy with a separate value trunk)."""
         policy = self.policy  # type: ignore[attr-defined]
         return bool(self.defer_values) and getattr(policy, "value_model", None) is not None and hasattr(policy, "episode_values")
+
+    def _values_in_update(self, env: VecEnv) -> bool:
+        """Whether this rollout leaves the deferred values to the update's first forward (TokenPPO
+        overrides: when one minibatch holds every episode, that forward computes them anyway)."""
+        return False
 
     def finish_episodes(self, buffer: Any, rows: list[int], infos: list[dict[str, Any]]) -> None:
         """Credit write-back for the episodes that ended on ``rows`` this step (one reference forward;
@@ -324,7 +332,7 @@ class CreditAssignmentMixin:
         ref_lp = sequence_log_probs(
             self.ref_model, ids, mask, prompt_len, gen_len, eos_token_id=eos_id, eos_allowed=eos_allowed, action_masks=action_masks
         ).cpu().numpy()
-        if getattr(self, "_values_deferred", False):
+        if getattr(self, "_values_deferred", False) and not buffer.values_pending:
             values = self.policy.episode_values(ids, mask, prompt_len, gen_len).cpu().numpy()  # type: ignore[attr-defined]
             for j, r in enumerate(rows):
                 buffer.write_episode_values(r, values[j, : int(gen_len[j])])

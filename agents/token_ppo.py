@@ -101,6 +101,37 @@ class TokenPPO(PPO):
             return EngineSteps(self, env)
         return super()._step_source(env, use_masking)
 
+    def _values_in_update(self, env: Any) -> bool:
+        """One minibatch of every episode (``minibatch_episodes`` at least the envs of all ranks, one episode
+        each): the update's first forward runs the value trunk over every episode before any step, so it
+        gives the old values and the rollout runs no value forward (issue 18: one forward of the value trunk
+        fewer per update). Equal to the rollout's deferred values within float rounding (tests/test_deferred_values.py)."""
+        n_envs = env.num_envs * self.dp.world_size
+        value_model = getattr(self.policy, "value_model", None)
+        # a dropout in the value trunk would make the training-mode forward's values differ from the rollout's
+        stochastic = value_model is not None and any(
+            isinstance(m, th.nn.Dropout) and m.p > 0 for m in value_model.modules())
+        return self.minibatch_episodes is not None and self.minibatch_episodes >= n_envs and not stochastic
+
+    def _pending_values_forward(self, sel: th.Tensor) -> tuple[th.Tensor, ...] | None:
+        """With the rollout's values pending: the first minibatch's forward (returned: values, log_prob,
+        entropy, valid of ``sel``), whose detached values fill the buffer and so GAE, when ``sel`` holds every
+        episode; otherwise (an env ran several episodes) one no-gradient value forward over all of them
+        first, and ``None`` (the minibatch then runs as usual)."""
+        buf = self.rollout_buffer
+        seq = buf.episode_sequences(self.device)
+        if len(sel) == len(buf.episodes):
+            out = self.policy.evaluate_episodes(
+                seq["input_ids"][sel], seq["attention_mask"][sel], seq["prompt_len"][sel], seq["gen_len"][sel],
+                eos_allowed=seq["eos_allowed"][sel],
+            )
+            buf.fill_values(sel.cpu().numpy(), out[0].detach().cpu().numpy())
+            return out
+        every = np.arange(len(buf.episodes))
+        values = self.policy.episode_values(seq["input_ids"], seq["attention_mask"], seq["prompt_len"], seq["gen_len"])
+        buf.fill_values(every, values.cpu().numpy())
+        return None
+
     def episode_tensors(self) -> dict[str, th.Tensor]:
         """The buffer's episodes as tensors (:meth:`agents.buffers.CreditBufferMixin.episode_tensors`)."""
         return self.rollout_buffer.episode_tensors(self.device)
@@ -112,19 +143,26 @@ class TokenPPO(PPO):
         progress = compat.progress_remaining(self)
         clip_range = self.clip_range(progress)
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress)
-        data = self.rollout_buffer.episode_tensors(self.device)
-        n_eps = len(data["gen_len"])
-        per_mb = self.minibatch_episodes or max(1, round(self.batch_size / float(data["gen_len"].float().mean())))
+        buf = self.rollout_buffer
+        n_eps = len(buf.episodes)
+        mean_len = float(th.tensor([e.gen_len for e in buf.episodes]).float().mean())  # as before: float32
+        per_mb = self.minibatch_episodes or max(1, round(self.batch_size / mean_len))
+        data = None if buf.values_pending else buf.episode_tensors(self.device)  # pending: GAE after the first forward
         stats: dict[str, list[float]] = {}
         continue_training = True
         for _ in range(self.n_epochs):
             approx_kls = []
             order = th.as_tensor(np.random.permutation(n_eps), device=self.device)
             for sel in self.dp.episode_chunks(order, per_mb):  # torchrun: this rank's share of each minibatch
-                values, log_prob, entropy, valid = self.policy.evaluate_episodes(
-                    data["input_ids"][sel], data["attention_mask"][sel], data["prompt_len"][sel], data["gen_len"][sel],
-                    eos_allowed=data["eos_allowed"][sel],
-                )
+                out = self._pending_values_forward(sel) if data is None else None
+                if data is None:
+                    data = buf.episode_tensors(self.device)
+                if out is None:
+                    out = self.policy.evaluate_episodes(
+                        data["input_ids"][sel], data["attention_mask"][sel], data["prompt_len"][sel],
+                        data["gen_len"][sel], eos_allowed=data["eos_allowed"][sel],
+                    )
+                values, log_prob, entropy, valid = out
                 t = valid.shape[1]
                 pick = {k: data[k][sel][:, :t][valid] for k in ("old_values", "old_log_prob", "advantages", "returns")}
                 # torchrun: whiten with the global minibatch's mean / std, weight this rank's gradient by its share

@@ -4,6 +4,7 @@
     python benchmarks/peer_trl.py --device cuda --completions 64 256
     python benchmarks/peer_trl.py --skip-trl                        # TokenPPO and the floor only (no TRL needed)
     python benchmarks/peer_trl.py --repeats 9 --json peer.json      # also every repeat's seconds, as JSON
+    python benchmarks/peer_trl.py --gold                            # TokenPPO's env with its VADER gold diagnostics
 
 On the shipped policy and reward model (``abc_gym.tasks.sentiment``: ``POLICY_PATH``,
 ``REWARD_MODEL_PATH``) and at one set of PPO settings on both sides (``--completions`` x 48 new
@@ -78,8 +79,7 @@ UNEQUAL = (
     "TRL computes the rollout's log-probs from generate's scores and the values with one value forward after "
     "generation; TokenPPO gets its log-probs per step from its KV-cache decode and its values (separate value "
     "trunk) from one value forward per finished episode",
-    "the abc env also computes the RM's attention row (abc mode) and, in both modes, the VADER gold score of every "
-    "completion (a diagnostic)",
+    "the abc env also computes the RM's attention row (its credit)",
     "sampling: both draw from the full softmax (top_k 0, top_p 1); TRL divides logits by temperature 1 + 1e-7; the "
     "random streams differ, so the completions differ",
     "CUDA: TRL calls the device's empty_cache() several times per update (a no-op on a CPU); TokenPPO does not",
@@ -88,9 +88,18 @@ UNEQUAL = (
 #: What a TokenPPO rollout does that the floor (generate + RM + reference forward) does not.
 FLOOR_NOTE = (
     "floor vs rollout: the rollout also computes the values (one forward of its separate value trunk over the "
-    "finished sequences), the credit and KL write-back, and the VADER gold score of every completion; the "
+    "finished sequences) and the credit and KL write-back; the "
     "floor's RM batch takes the ABC attention row in both rows of the table"
 )
+
+
+def gold_note(gold: bool) -> str:
+    """The line that says whether TokenPPO's env computed the VADER gold diagnostics."""
+    if gold:
+        return ("--gold: TokenPPO's env also computes the VADER gold score of every completion (the registered env's "
+                "default; a diagnostic TRL does not compute)")
+    return ("TokenPPO's env is built with gold_scorer=None (no VADER gold score: TRL computes none and neither mode "
+            "trains on it); the registered env computes it by default (--gold times that)")
 
 
 class TrlMissing(RuntimeError):
@@ -150,8 +159,12 @@ def quiet_progress_bars() -> Iterator[None]:
 # ----------------------------------------------------------------------------- TokenPPO and the floor
 
 
-def token_ppo(reward_mode: str, completions: int, new_tokens: int, device: str, seed: int = 0):
-    """TokenPPO at the peer settings (module doc) on the shipped task, built as ``agents.training`` builds it."""
+def token_ppo(reward_mode: str, completions: int, new_tokens: int, device: str, seed: int = 0, gold: bool = False):
+    """TokenPPO at the peer settings (module doc) on the shipped task, built as ``agents.training`` builds it.
+
+    ``gold``: keep the task's VADER gold diagnostics (score of every completion; the registered env's
+    default). Off, the env is built with ``gold_scorer=None`` (TRL computes no gold score; neither
+    mode here trains on it)."""
     from stable_baselines3.common.logger import configure
 
     from agents.training import TrainConfig, build_model
@@ -160,7 +173,8 @@ def token_ppo(reward_mode: str, completions: int, new_tokens: int, device: str, 
         algo="token_ppo", reward_mode=reward_mode, seed=seed, episodes_per_update=completions, n_updates=10**6,
         lr=1e-4, n_epochs=1, minibatch_episodes=completions, gamma=1.0, gae_lambda=0.95, kl_coef=0.2,
         adaptive_kl=False, separate_value_model=True, device=device, log_dir=None, progress=False, quiet=True,
-        env_kwargs={"min_new_tokens": new_tokens, "max_new_tokens": new_tokens, "eos_ends_episode": False},
+        env_kwargs={"min_new_tokens": new_tokens, "max_new_tokens": new_tokens, "eos_ends_episode": False,
+                    **({} if gold else {"gold_scorer": None})},
     )
     model = build_model(cfg)
     model.set_logger(configure(None, []))
@@ -185,10 +199,11 @@ def iteration_timer(model) -> Callable[[], dict[str, float]]:
     return once
 
 
-def our_timers(completions: int, new_tokens: int, device: str, seed: int = 0) -> dict[str, Callable[[], dict[str, float]]]:
+def our_timers(completions: int, new_tokens: int, device: str, seed: int = 0, gold: bool = False
+               ) -> dict[str, Callable[[], dict[str, float]]]:
     """The TokenPPO (abc, sparse) and floor timers, each returning named seconds (``total`` among them)."""
-    abc = token_ppo("abc", completions, new_tokens, device, seed)
-    sparse = token_ppo("sparse", completions, new_tokens, device, seed)
+    abc = token_ppo("abc", completions, new_tokens, device, seed, gold)
+    sparse = token_ppo("sparse", completions, new_tokens, device, seed, gold)
     floor = generate_timer(abc, new_tokens, with_ref=True)  # resets abc's env: before its first rollout
     return {
         "abc": iteration_timer(abc),
@@ -426,9 +441,9 @@ def trl_callback(
 
 
 def measure(completions: int, new_tokens: int, device: str, repeats: int, with_trl: bool, threads: int | None,
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, gold: bool = False) -> dict[str, Any]:
     """Medians (seconds) of every timer over ``repeats`` interleaved repeats after one warm-up, and notes."""
-    recorder = Recorder(our_timers(completions, new_tokens, device, seed))
+    recorder = Recorder(our_timers(completions, new_tokens, device, seed, gold))
     info: dict[str, Any] = {}
     if with_trl:
         with timed_trl_generation(device) as generate_seconds, timed_gc() as gc_seconds, warnings.catch_warnings():
@@ -457,7 +472,7 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> str:
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)"
 
 
-def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool) -> str:
+def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool, gold: bool = False) -> str:
     """The peer table, the rollout / update split with the floor, and the settings that differ."""
     out = []
     if with_trl:
@@ -499,7 +514,7 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool) 
                 f"| {tok / ro:,.0f} | {tok / m['floor']:,.0f} | {m['floor'] / ro:.2f}x |"
             )
     out += ["", "Settings that could not be made equal:", ""]
-    out += [f"- {s}" for s in ((*UNEQUAL, FLOOR_NOTE) if with_trl else (FLOOR_NOTE,))]
+    out += [f"- {s}" for s in ((*UNEQUAL, gold_note(gold), FLOOR_NOTE) if with_trl else (gold_note(gold), FLOOR_NOTE))]
     return "\n".join(out)
 
 
@@ -529,12 +544,12 @@ def run(args: argparse.Namespace) -> str:
     with torch_threads(threads), quiet_progress_bars():
         print(header(args, trl_version, threads), flush=True)
         for n in args.completions:
-            r = measure(n, args.new_tokens, args.device, args.repeats, not args.skip_trl, threads, args.seed)
+            r = measure(n, args.new_tokens, args.device, args.repeats, not args.skip_trl, threads, args.seed, args.gold)
             results[n] = r
             notes = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("medians", "repeats", "seconds"))
             print(f"[{n} completions] medians: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["medians"].items())
                   + (f"; {notes}" if notes else ""), flush=True)
-        table = tables(results, args.new_tokens, not args.skip_trl)
+        table = tables(results, args.new_tokens, not args.skip_trl, args.gold)
     if args.json:
         import json
 
@@ -544,7 +559,7 @@ def run(args: argparse.Namespace) -> str:
         raw = {
             "header": header(args, trl_version, threads), "torch": torch.__version__,
             "transformers": transformers.__version__, "trl": trl_version, "new_tokens": args.new_tokens,
-            "unequal": list(UNEQUAL), "results": {str(n): r for n, r in results.items()},
+            "gold": args.gold, "unequal": list(UNEQUAL), "results": {str(n): r for n, r in results.items()},
         }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(raw, f, indent=1)
@@ -560,6 +575,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads on a CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-trl", action="store_true", help="TokenPPO and the floor only (TRL not needed)")
+    p.add_argument("--gold", action="store_true",
+                   help="keep the env's VADER gold diagnostics (the registered env's default; off: gold_scorer=None)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every repeat's seconds and the medians here")
     args = p.parse_args(argv)
     for flag, values in (("--completions", args.completions), ("--new-tokens", [args.new_tokens]),

@@ -21,19 +21,20 @@ ENV_KWARGS = {"min_new_tokens": 1, "max_new_tokens": 6}
 N_STEPS = 8
 
 
-def _model(algo: str, defer: bool, device_rollout: bool):
+def _model(algo: str, defer: bool, device_rollout: bool, env_kwargs: dict | None = None, n_steps: int = N_STEPS,
+           minibatch: int = 2):
     from agents.env_util import make_token_vec_env
     from agents.token_ppo import TokenPPO
     from agents.trpo import TRPO
 
-    env = make_token_vec_env(ENV, num_envs=4, seed=0, **ENV_KWARGS)
-    if algo == "token_ppo":
+    env = make_token_vec_env(ENV, num_envs=4, seed=0, **(ENV_KWARGS if env_kwargs is None else env_kwargs))
+    if algo == "token_ppo":  # minibatch < the 4 envs: values at each episode's end (not left to the update)
         model = TokenPPO(
-            "TransformerPolicy", env, seed=0, device="cpu", n_epochs=1, minibatch_episodes=4, n_steps=N_STEPS,
+            "TransformerPolicy", env, seed=0, device="cpu", n_epochs=1, minibatch_episodes=minibatch, n_steps=n_steps,
             device_rollout=device_rollout, policy_kwargs={"separate_value_model": True},
         )
     else:
-        model = TRPO("TransformerPolicy", env, seed=0, device="cpu", n_steps=N_STEPS, n_critic_updates=1)
+        model = TRPO("TransformerPolicy", env, seed=0, device="cpu", n_steps=n_steps, n_critic_updates=1)
     assert model.policy.value_model is not None
     model.defer_values = defer
     model.set_logger(configure(None, []))
@@ -107,3 +108,40 @@ def test_shared_trunk_defers_nothing_and_placeholders_are_refused() -> None:
     buf.values[buf.valid.nonzero()[0][0], buf.valid.nonzero()[1][0]] = np.nan  # a value never written back
     with pytest.raises(RuntimeError, match="no value written back"):
         buf.compute_returns_and_advantage()
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["one-episode-per-env", "several-episodes-per-env"])
+@pytest.mark.parametrize("device_rollout", [True, False], ids=["device", "numpy"])
+def test_values_left_to_the_update_equal_per_step_values(fixed: bool, device_rollout: bool) -> None:
+    """One minibatch of every episode (the peer setting): the rollout runs no value forward, the update's
+    first forward gives the old values, then GAE. Same buffer and same update as the per-step path. With
+    several episodes per env the first minibatch cannot hold them all: one value forward over all of them."""
+    kwargs, n_steps = ({"min_new_tokens": 5, "max_new_tokens": 5}, 5) if fixed else (ENV_KWARGS, N_STEPS)
+    models = {}
+    for defer in (False, True):
+        model = _model("token_ppo", defer, device_rollout, kwargs, n_steps, minibatch=4)
+        _, callback = model._setup_learn(10**9, None)
+        assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+        buf = model.rollout_buffer
+        assert buf.values_pending == defer  # defer False: the per-step values, GAE at the rollout's end
+        if defer:
+            assert np.isnan(buf.values[buf.valid]).all() and (len(buf.episodes) == 4) == fixed
+        np.random.seed(0)  # the update's minibatch order
+        model.update()
+        assert not buf.values_pending
+        models[defer] = model
+    a, b = (models[d].rollout_buffer for d in (False, True))
+    assert len(set(e.gen_len for e in b.episodes)) > 1 or fixed
+    for key in ("values", "returns", "advantages"):
+        np.testing.assert_allclose(getattr(a, key)[a.valid_flat], getattr(b, key)[b.valid_flat], rtol=0, atol=2e-5, err_msg=key)
+    logged = [models[d].logger.name_to_value for d in (False, True)]
+    for key in ("train/value_loss", "train/policy_gradient_loss", "train/explained_variance"):
+        assert logged[1][key] == pytest.approx(logged[0][key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_dropout_value_trunk_keeps_its_values_in_the_rollout() -> None:
+    """A training-mode forward with dropout would give other values than the rollout's: not left to the update."""
+    model = _model("token_ppo", True, True, {"min_new_tokens": 5, "max_new_tokens": 5}, 5, minibatch=4)
+    assert model._values_in_update(model.env)
+    next(m for m in model.policy.value_model.modules() if isinstance(m, torch.nn.Dropout)).p = 0.1
+    assert not model._values_in_update(model.env)

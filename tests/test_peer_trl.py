@@ -42,6 +42,17 @@ def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[s
     assert "TRL / TokenPPO" not in out  # no peer column without TRL
 
 
+def test_gold_diagnostics_are_off_unless_asked() -> None:
+    """TRL computes no gold score, so the peer's TokenPPO env has none; --gold keeps the registered env's."""
+    off = peer_trl.token_ppo("abc", 2, 4, "cpu")
+    on = peer_trl.token_ppo("abc", 2, 4, "cpu", gold=True)
+    assert off.env.episodes.gold_scorer is None and on.env.episodes.gold_scorer is not None
+    assert "gold_scorer=None" in peer_trl.gold_note(False) and "--gold" in peer_trl.gold_note(True)
+    on.collect_rollout()
+    off.collect_rollout()
+    assert on._rollout_stats["gold_score"] is not None and off._rollout_stats["gold_score"] is None
+
+
 def test_measure_keeps_every_part_once_per_repeat() -> None:
     r = peer_trl.measure(2, 4, "cpu", repeats=1, with_trl=False, threads=1)
     parts = ["abc", "abc.rollout", "abc.update", "sparse", "sparse.rollout", "sparse.update", "floor"]
