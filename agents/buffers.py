@@ -199,14 +199,19 @@ class CreditBufferMixin:
         ``eos_allowed`` ``(E, Tmax)``, in :attr:`episodes` order (as :meth:`episode_tensors`)."""
         eps = self.episodes
         eos = np.ones((len(eps), max(e.gen_len for e in eps)), dtype=bool)
-        for i, e in enumerate(eps):
-            eos[i, : e.gen_len] = self.observations[EOS_ALLOWED_KEY][e.slots, e.env_idx]
+        allowed, flat = self.observations[EOS_ALLOWED_KEY], self.generator_ready
+        for i, e in enumerate(eps):  # after prepare_flat the arrays are (n_envs * buffer_size, 1)
+            eos[i, : e.gen_len] = allowed.reshape(-1)[self.flat_index(e.slots, e.env_idx)] if flat else allowed[e.slots, e.env_idx]
+        return {**self._sequences(device), "eos_allowed": torch.as_tensor(eos, device=device)}
+
+    def _sequences(self, device: Any) -> dict[str, torch.Tensor]:
+        """The stored episodes' final sequences ``(E, L)`` and lengths ``(E,)`` as tensors on ``device``."""
+        eps = self.episodes
         return {
             "input_ids": torch.as_tensor(np.stack([e.input_ids for e in eps]), device=device).long(),
             "attention_mask": torch.as_tensor(np.stack([e.attention_mask for e in eps]), device=device).long(),
             "prompt_len": torch.as_tensor([e.prompt_len for e in eps], device=device),
             "gen_len": torch.as_tensor([e.gen_len for e in eps], device=device),
-            "eos_allowed": torch.as_tensor(eos, device=device),
         }
 
     def fill_values(self, episodes: np.ndarray, values: np.ndarray) -> None:
@@ -261,10 +266,7 @@ class CreditBufferMixin:
             return torch.as_tensor(arr.reshape(-1)[index], device=device)
 
         return {
-            "input_ids": torch.as_tensor(np.stack([e.input_ids for e in eps]), device=device).long(),
-            "attention_mask": torch.as_tensor(np.stack([e.attention_mask for e in eps]), device=device).long(),
-            "prompt_len": torch.as_tensor([e.prompt_len for e in eps], device=device),
-            "gen_len": torch.as_tensor([e.gen_len for e in eps], device=device),
+            **self._sequences(device),
             "old_values": take(self.values),
             "old_log_prob": take(self.log_probs),
             "advantages": take(self.advantages),

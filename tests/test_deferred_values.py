@@ -145,3 +145,21 @@ def test_a_dropout_value_trunk_keeps_its_values_in_the_rollout() -> None:
     assert model._values_in_update(model.env)
     next(m for m in model.policy.value_model.modules() if isinstance(m, torch.nn.Dropout)).p = 0.1
     assert not model._values_in_update(model.env)
+
+
+def test_episode_sequences_are_episode_tensors_fields_before_and_after_flattening() -> None:
+    """The update's pre-GAE view of the episodes (values pending) reads what episode_tensors reads."""
+    model = _model("token_ppo", True, True, {"min_new_tokens": 4, "max_new_tokens": 5}, 5, minibatch=2)
+    _rollout(model)
+    buf = model.rollout_buffer
+    before = buf.episode_sequences("cpu")
+    assert not before["eos_allowed"][:, :3].any() and before["eos_allowed"][:, 3:].all()  # EOS masked before 4 tokens
+    tensors = buf.episode_tensors("cpu")  # flattens the buffer
+    after = buf.episode_sequences("cpu")
+    valid = tensors["valid"]
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+        if key == "eos_allowed":
+            assert torch.equal(before[key][valid], tensors[key][valid])
+        else:
+            assert torch.equal(before[key], tensors[key]), key
