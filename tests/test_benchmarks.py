@@ -525,6 +525,11 @@ def test_tuning_selects_each_modes_best_point_by_rm_and_combines_evaluations(tmp
     from benchmarks.dense_vs_sparse import docs_blocks  # the docs block is the same table
 
     assert docs_blocks.render({"results": "grid.json.gz", "kind": "tune_grid", "final_window": "5"}, tmp_path) == text
+    # a grid widened later, stored apart, is selected over as one grid: here the wider lr wins for sparse only
+    wide = [_grid_folder(tmp_path / "wide", 1e-3, g, {"sparse": 1.5, "abc": 0.3}, range(1000, 1003)) for g in (0.5, 2.0)]
+    tuning.store(wide, tmp_path / "wide.json.gz")
+    both = docs_blocks.render({"results": "grid.json.gz,wide.json.gz", "kind": "tune_grid", "final_window": "5"}, tmp_path)
+    assert "| **sparse** | 0.001 |" in both and "| **abc (beta 0.8)** | 0.0003 | 0.5 |" in both
     assert tuning.evaluation_flags(df, selected)["abc (beta 0.8)"] == "--modes abc --set lr=0.0003 max_grad_norm=0.5"
     # evaluation: one folder per mode at its point, seeds 0..4, joined into one task compared pairwise
     ev = [_grid_folder(tmp_path / "eval_s", 3e-4, 2.0, {"sparse": 1.0}, range(5)),

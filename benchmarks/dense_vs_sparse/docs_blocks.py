@@ -130,7 +130,7 @@ def _kl(parts: tuple[str, ...], notes: bool) -> Callable[[list[tuple[str, pd.Dat
 #: ``conditions`` / ``diagnostics`` / ``comparisons`` / ``levels``: one table per task;
 #: ``kl_tables``: everything ``tables.md`` holds for ``--sweep kl`` results (e.g.
 #: ``docs/raw/kl_8_15.json.gz``), ``kl_conditions`` / ``kl_comparisons`` / ``kl_frontier``: one of its tables;
-#: ``tune_grid``: a tuning grid (``tuning store``) with each mode's selected point; ``contrast``: two results
+#: ``tune_grid``: a tuning grid (``tuning store``; several files: one grid) with each mode's selected point; ``contrast``: two results
 #: files with one setting changed, per condition (:func:`tables.setting_contrast`, descriptive).
 RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], str]] = {
     "tables": lambda exps, a: tables.all_tables(
@@ -141,7 +141,9 @@ RENDERERS: dict[str, Callable[[list[tuple[str, pd.DataFrame]], dict[str, str]], 
     **{part: _part(part) for part in ("conditions", "diagnostics", "comparisons", "levels")},
     "kl_tables": _kl(tables.KL_PARTS, notes=True),
     **{f"kl_{part}": _kl((part,), notes=False) for part in tables.KL_PARTS},
-    "tune_grid": lambda exps, a: tuning.grid_table(_one(exps), _int(a, "final_window", tables.FINAL_WINDOW))[0],
+    # a grid widened later is stored apart (results=FIRST,WIDENED) and selected over as one grid
+    "tune_grid": lambda exps, a: tuning.grid_table(
+        pd.concat([df for _, df in exps], ignore_index=True), _int(a, "final_window", tables.FINAL_WINDOW))[0],
     "contrast": lambda exps, a: _contrast(exps, a),
 }
 
