@@ -231,6 +231,11 @@ class CreditBufferMixin:
 
     def prepare_flat(self) -> None:
         """Flatten the arrays to ``(n_envs * buffer_size, ...)`` as SB3's ``get`` does (idempotent)."""
+        if self.values_pending:  # returns / advantages would be the reset's zeros: refuse, never train on them
+            raise RuntimeError(
+                "this rollout's values (and so its returns and advantages) are left to the update's first forward: "
+                "run the update (model.update()), or set model.defer_values = False to compute them in the rollout"
+            )
         assert self.full, "collect a rollout first"
         if self.generator_ready:
             return

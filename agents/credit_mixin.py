@@ -304,7 +304,8 @@ class CreditAssignmentMixin:
 
     def finish_episodes(self, buffer: Any, rows: list[int], infos: list[dict[str, Any]]) -> None:
         """Credit write-back for the episodes that ended on ``rows`` this step (one reference forward;
-        with deferred values also one value-trunk forward, whose values are written first)."""
+        with deferred values also one value-trunk forward, whose values are written first, unless the
+        buffer leaves them to the update: ``values_pending``)."""
         for r in rows:
             if "token_rewards" not in infos[r] or "terminal_observation" not in infos[r]:
                 raise ValueError(

@@ -77,8 +77,9 @@ UNEQUAL = (
     "TRL computes ~20 logged metrics per update (each a .item()); here its printer callback is removed (nothing "
     "printed) but the metrics are still computed",
     "TRL computes the rollout's log-probs from generate's scores and the values with one value forward after "
-    "generation; TokenPPO gets its log-probs per step from its KV-cache decode and its values (separate value "
-    "trunk) from one value forward per finished episode",
+    "generation; TokenPPO gets its log-probs per step from its KV-cache decode and, at these settings (one "
+    "minibatch of every completion), its values from the update's first forward of the value trunk (no value "
+    "forward in the rollout)",
     "the abc env also computes the RM's attention row (its credit)",
     "sampling: both draw from the full softmax (top_k 0, top_p 1); TRL divides logits by temperature 1 + 1e-7; the "
     "random streams differ, so the completions differ",
@@ -87,9 +88,8 @@ UNEQUAL = (
 
 #: What a TokenPPO rollout does that the floor (generate + RM + reference forward) does not.
 FLOOR_NOTE = (
-    "floor vs rollout: the rollout also computes the values (one forward of its separate value trunk over the "
-    "finished sequences) and the credit and KL write-back; the "
-    "floor's RM batch takes the ABC attention row in both rows of the table"
+    "floor vs rollout: the rollout also does the credit and KL write-back (its values come from the update's "
+    "first forward at these settings); the floor's RM batch takes the ABC attention row in both rows of the table"
 )
 
 

@@ -126,6 +126,8 @@ def test_values_left_to_the_update_equal_per_step_values(fixed: bool, device_rol
         assert buf.values_pending == defer  # defer False: the per-step values, GAE at the rollout's end
         if defer:
             assert np.isnan(buf.values[buf.valid]).all() and (len(buf.episodes) == 4) == fixed
+            with pytest.raises(RuntimeError, match="left to the update's first forward"):
+                buf.episode_tensors("cpu")  # returns / advantages are not computed yet: never read as zeros
         np.random.seed(0)  # the update's minibatch order
         model.update()
         assert not buf.values_pending
