@@ -123,7 +123,7 @@ class TokenPPO(PPO):
         if len(sel) == len(buf.episodes):
             out = self.policy.evaluate_episodes(
                 seq["input_ids"][sel], seq["attention_mask"][sel], seq["prompt_len"][sel], seq["gen_len"][sel],
-                eos_allowed=seq["eos_allowed"][sel],
+                eos_allowed=seq["eos_allowed"][sel], entropy_grad=self._entropy_grad(),
             )
             buf.fill_values(sel.cpu().numpy(), out[0].detach().cpu().numpy())
             return out
@@ -131,6 +131,11 @@ class TokenPPO(PPO):
         values = self.policy.episode_values(seq["input_ids"], seq["attention_mask"], seq["prompt_len"], seq["gen_len"])
         buf.fill_values(every, values.cpu().numpy())
         return None
+
+    def _entropy_grad(self) -> bool:
+        """Whether the loss differentiates the entropy: not at ``ent_coef == 0`` (its gradient is zeros;
+        skipping the backward through the full-vocabulary softmax leaves the weights bit for bit the same)."""
+        return self.ent_coef != 0
 
     def episode_tensors(self) -> dict[str, th.Tensor]:
         """The buffer's episodes as tensors (:meth:`agents.buffers.CreditBufferMixin.episode_tensors`)."""
@@ -160,7 +165,7 @@ class TokenPPO(PPO):
                 if out is None:
                     out = self.policy.evaluate_episodes(
                         data["input_ids"][sel], data["attention_mask"][sel], data["prompt_len"][sel],
-                        data["gen_len"][sel], eos_allowed=data["eos_allowed"][sel],
+                        data["gen_len"][sel], eos_allowed=data["eos_allowed"][sel], entropy_grad=self._entropy_grad(),
                     )
                 values, log_prob, entropy, valid = out
                 t = valid.shape[1]

@@ -5,6 +5,7 @@
     python benchmarks/peer_trl.py --skip-trl                        # TokenPPO and the floor only (no TRL needed)
     python benchmarks/peer_trl.py --repeats 9 --json peer.json      # also every repeat's seconds, as JSON
     python benchmarks/peer_trl.py --gold                            # TokenPPO's env with its VADER gold diagnostics
+    python benchmarks/peer_trl.py --no-opt-in                       # without the row of TokenPPO's opt-in switches
 
 On the shipped policy and reward model (``abc_gym.tasks.sentiment``: ``POLICY_PATH``,
 ``REWARD_MODEL_PATH``) and at one set of PPO settings on both sides (``--completions`` x 48 new
@@ -19,6 +20,10 @@ lambda 0.95, a separate value trunk, float32, 1 torch thread on a CPU), it times
   floor, TRL, ... (load from other processes hits every variant alike).
 - **TokenPPO** (``agents.token_ppo``) in ``abc`` and ``sparse`` credit mode: one update is
   ``model.collect_rollout()`` + ``model.update()``, each timed (the rollout / update split).
+- **TokenPPO abc, opt-in** (``abc_opt``): the same with the speed switches that are off by default
+  because they change seeded numbers within float rounding (:func:`opt_in_options`: the fused
+  GELU kernel, and the compiled decode step where ``torch.compile`` can run: CUDA, or a CPU with a
+  C++ compiler). Its first (warm-up) repeat pays the compilation.
 - **the floor** of an RLHF rollout on this hardware: HF ``generate`` (sampling, KV cache, fixed
   length) + one reward-model batch + the reference model's log-probs of the completions, on the
   same prompts (``benchmarks.agent_throughput.generate_timer(..., with_ref=True)``).
@@ -159,12 +164,13 @@ def quiet_progress_bars() -> Iterator[None]:
 # ----------------------------------------------------------------------------- TokenPPO and the floor
 
 
-def token_ppo(reward_mode: str, completions: int, new_tokens: int, device: str, seed: int = 0, gold: bool = False):
+def token_ppo(reward_mode: str, completions: int, new_tokens: int, device: str, seed: int = 0, gold: bool = False,
+              options: dict[str, bool] | None = None):
     """TokenPPO at the peer settings (module doc) on the shipped task, built as ``agents.training`` builds it.
 
     ``gold``: keep the task's VADER gold diagnostics (score of every completion; the registered env's
     default). Off, the env is built with ``gold_scorer=None`` (TRL computes no gold score; neither
-    mode here trains on it)."""
+    mode here trains on it). ``options``: TrainConfig switches on top (the opt-in row: :func:`opt_in_options`)."""
     from stable_baselines3.common.logger import configure
 
     from agents.training import TrainConfig, build_model
@@ -175,6 +181,7 @@ def token_ppo(reward_mode: str, completions: int, new_tokens: int, device: str, 
         adaptive_kl=False, separate_value_model=True, device=device, log_dir=None, progress=False, quiet=True,
         env_kwargs={"min_new_tokens": new_tokens, "max_new_tokens": new_tokens, "eos_ends_episode": False,
                     **({} if gold else {"gold_scorer": None})},
+        **(options or {}),
     )
     model = build_model(cfg)
     model.set_logger(configure(None, []))
@@ -199,17 +206,38 @@ def iteration_timer(model) -> Callable[[], dict[str, float]]:
     return once
 
 
-def our_timers(completions: int, new_tokens: int, device: str, seed: int = 0, gold: bool = False
-               ) -> dict[str, Callable[[], dict[str, float]]]:
-    """The TokenPPO (abc, sparse) and floor timers, each returning named seconds (``total`` among them)."""
+def opt_in_options(device: str) -> dict[str, bool]:
+    """TokenPPO's opt-in speed switches that work here (the ``abc_opt`` row): ``fused_activation``, and
+    ``compile_decode`` on CUDA or where a C++ compiler is found (torch.compile needs one on a CPU).
+    Both change seeded numbers within float rounding, which is why they are off by default."""
+    import os
+    import shutil
+
+    compiler = device.startswith("cuda") or any(
+        shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++", "c++") if c)
+    return {"fused_activation": True, "compile_decode": bool(compiler)}
+
+
+def options_label(options: dict[str, bool]) -> str:
+    """``"fused_activation + compile_decode"``: the switches that are on."""
+    return " + ".join(k for k, on in options.items() if on) or "none"
+
+
+def our_timers(completions: int, new_tokens: int, device: str, seed: int = 0, gold: bool = False,
+               opt_in: dict[str, bool] | None = None) -> dict[str, Callable[[], dict[str, float]]]:
+    """The TokenPPO (abc, sparse; abc_opt with ``opt_in`` switches) and floor timers, each returning named
+    seconds (``total`` among them). The first round is the warm-up (a compiled decode compiles there)."""
     abc = token_ppo("abc", completions, new_tokens, device, seed, gold)
     sparse = token_ppo("sparse", completions, new_tokens, device, seed, gold)
     floor = generate_timer(abc, new_tokens, with_ref=True)  # resets abc's env: before its first rollout
-    return {
+    timers = {
         "abc": iteration_timer(abc),
         "sparse": iteration_timer(sparse),
         "floor": lambda: {"total": floor()},
     }
+    if opt_in:
+        timers["abc_opt"] = iteration_timer(token_ppo("abc", completions, new_tokens, device, seed, gold, opt_in))
+    return timers
 
 
 class Recorder:
@@ -441,10 +469,10 @@ def trl_callback(
 
 
 def measure(completions: int, new_tokens: int, device: str, repeats: int, with_trl: bool, threads: int | None,
-            seed: int = 0, gold: bool = False) -> dict[str, Any]:
+            seed: int = 0, gold: bool = False, opt_in: dict[str, bool] | None = None) -> dict[str, Any]:
     """Medians (seconds) of every timer over ``repeats`` interleaved repeats after one warm-up, and notes."""
-    recorder = Recorder(our_timers(completions, new_tokens, device, seed, gold))
-    info: dict[str, Any] = {}
+    recorder = Recorder(our_timers(completions, new_tokens, device, seed, gold, opt_in))
+    info: dict[str, Any] = {"opt_in": options_label(opt_in)} if opt_in else {}
     if with_trl:
         with timed_trl_generation(device) as generate_seconds, timed_gc() as gc_seconds, warnings.catch_warnings():
             # its logged var() of one minibatch's ratio: a NaN metric, nothing else
@@ -495,6 +523,16 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool, 
             out.append(f"{n} completions, paired by repeat (median and range of the per-repeat ratios): " + "; ".join(
                 f"TRL / TokenPPO {mode} {paired_ratio(r['seconds']['trl'], r['seconds'][mode])}" for mode in ("abc", "sparse")
             ))
+        opt_rows = [(n, r) for n, r in results.items() if "abc_opt" in r["medians"]]
+        if opt_rows:
+            out += ["", f"Opt-in speed switches (off by default: they change seeded numbers within float rounding): "
+                    f"{opt_rows[0][1]['opt_in']}, TokenPPO abc:", "",
+                    "| completions | TRL PPO s/update | TokenPPO abc, opt-in s | TRL / TokenPPO abc opt-in (medians) "
+                    "| per-repeat median (range) |", "|---:|---:|---:|---:|---|"]
+            for n, r in opt_rows:
+                m = r["medians"]
+                out.append(f"| {n} | {m['trl']:.2f} | {m['abc_opt']:.2f} | {m['trl'] / m['abc_opt']:.2f}x "
+                           f"| {paired_ratio(r['seconds']['trl'], r['seconds']['abc_opt'])} |")
         objects = ", ".join(f"{r['python_objects']:,}" for r in results.values() if "python_objects" in r)
         out += ["", "TRL generate: its batch_generation (HF generate, fixed length). TRL gc.collect: its two calls per "
                 f"update, which walk every Python object of this process ({objects} here, TokenPPO's included). TRL "
@@ -507,10 +545,12 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool, 
     ]
     for n, r in results.items():
         m, tok = r["medians"], n * new_tokens
-        for mode in ("abc", "sparse"):
+        for mode in ("abc", "sparse", "abc_opt"):
+            if mode not in m:
+                continue
             ro = m[f"{mode}.rollout"]
             out.append(
-                f"| {n} | {mode} | {ro:.2f} | {m[f'{mode}.update']:.2f} | {m[mode]:.2f} | {m['floor']:.2f} "
+                f"| {n} | {mode if mode != 'abc_opt' else 'abc, opt-in'} | {ro:.2f} | {m[f'{mode}.update']:.2f} | {m[mode]:.2f} | {m['floor']:.2f} "
                 f"| {tok / ro:,.0f} | {tok / m['floor']:,.0f} | {m['floor'] / ro:.2f}x |"
             )
     out += ["", "Settings that could not be made equal:", ""]
@@ -544,7 +584,8 @@ def run(args: argparse.Namespace) -> str:
     with torch_threads(threads), quiet_progress_bars():
         print(header(args, trl_version, threads), flush=True)
         for n in args.completions:
-            r = measure(n, args.new_tokens, args.device, args.repeats, not args.skip_trl, threads, args.seed, args.gold)
+            r = measure(n, args.new_tokens, args.device, args.repeats, not args.skip_trl, threads, args.seed, args.gold,
+                        None if args.no_opt_in else opt_in_options(args.device))
             results[n] = r
             notes = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("medians", "repeats", "seconds"))
             print(f"[{n} completions] medians: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["medians"].items())
@@ -577,6 +618,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-trl", action="store_true", help="TokenPPO and the floor only (TRL not needed)")
     p.add_argument("--gold", action="store_true",
                    help="keep the env's VADER gold diagnostics (the registered env's default; off: gold_scorer=None)")
+    p.add_argument("--no-opt-in", action="store_true",
+                   help="skip the row of TokenPPO abc with its opt-in speed switches (opt_in_options)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every repeat's seconds and the medians here")
     args = p.parse_args(argv)
     for flag, values in (("--completions", args.completions), ("--new-tokens", [args.new_tokens]),

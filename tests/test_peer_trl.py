@@ -27,7 +27,7 @@ def _medians_ok(medians: dict[str, float], names: list[str]) -> None:
 def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     import json
 
-    peer_trl.main(["--skip-trl", *TINY, "--json", str(tmp_path / "peer.json")])
+    peer_trl.main(["--skip-trl", *TINY, "--no-opt-in", "--json", str(tmp_path / "peer.json")])
     out = capsys.readouterr().out
     raw = json.loads((tmp_path / "peer.json").read_text())
     assert raw["trl"] is None and len(raw["results"]["2"]["seconds"]["abc.rollout"]) == 1
@@ -40,6 +40,18 @@ def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[s
         assert cells[-1].endswith("x") and float(cells[-1][:-1]) > 0, row
     assert "Settings that could not be made equal" in out
     assert "TRL / TokenPPO" not in out  # no peer column without TRL
+
+
+def test_the_opt_in_row_runs_its_switches_and_is_labelled() -> None:
+    assert peer_trl.opt_in_options("cuda")["compile_decode"] and peer_trl.opt_in_options("cpu")["fused_activation"]
+    timers = peer_trl.our_timers(2, 4, "cpu", opt_in={"fused_activation": True, "compile_decode": False})
+    assert set(timers) == {"abc", "sparse", "floor", "abc_opt"}
+    r = peer_trl.measure(2, 4, "cpu", repeats=1, with_trl=False, threads=1,
+                         opt_in={"fused_activation": True, "compile_decode": False})
+    assert r["opt_in"] == "fused_activation"
+    _medians_ok(r["medians"], ["abc_opt", "abc_opt.rollout", "abc_opt.update"])
+    rows = [line for line in peer_trl.tables({2: r}, 4, with_trl=False).splitlines() if line.startswith("| 2 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["abc", "sparse", "abc, opt-in"]
 
 
 def test_gold_diagnostics_are_off_unless_asked() -> None:
@@ -124,3 +136,10 @@ def test_trl_half_at_tiny_sizes() -> None:
     assert r["repeats"]["trl"] == 1 and r["trl_threads"] == [1], (version, r)
     table = peer_trl.tables({2: r}, 4, with_trl=True)
     assert "| 2 |" in table.splitlines()[2] and table.count("x |") >= 2 and "paired by repeat" in table
+    assert "opt-in" not in table
+    r["medians"].update({"abc_opt": 1.0, "abc_opt.rollout": 0.4, "abc_opt.update": 0.6})
+    r["seconds"]["abc_opt"], r["opt_in"] = [1.0], "fused_activation"
+    table = peer_trl.tables({2: r}, 4, with_trl=True)
+    assert "switches (off by default: they change seeded numbers within float rounding): fused_activation" in table
+    opt = [line for line in table.splitlines() if line.startswith("| 2 |") and "| 1.00 |" in line]
+    assert len(opt) == 2 and "abc, opt-in" in opt[1], opt  # the peer row and the rollout / floor row

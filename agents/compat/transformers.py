@@ -14,6 +14,9 @@ Checked against transformers 5.0.0 (the declared floor), 5.17.0 and 5.24.0.
   ``query_length`` later); the override takes either. ``StaticCache`` does not fit: it
   writes every row at one shared ``cache_position``, and token-env rows sit at their own
   positions. Equal to the full forward within 1e-15 (float64) on 5.0.0 and 5.24.0.
+- :func:`use_fused_gelu` (the policy's opt-in ``fused_activation``): ``ACT2CLS`` and the classes
+  ``NewGELUActivation`` / ``FastGELUActivation`` (the tanh GELU as Python tensor expressions) and
+  ``ACT2CLS["gelu_pytorch_tanh"]`` (the same function on torch's fused kernel), the same in 5.0-5.24.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["RowWriteCache", "cache_from_layers", "cache_keyword", "cache_layers", "forward_with_cache"]
+__all__ = ["RowWriteCache", "cache_from_layers", "cache_keyword", "cache_layers", "forward_with_cache", "use_fused_gelu"]
 
 
 @cache
@@ -131,3 +134,22 @@ class RowWriteCache(DynamicCache):
             s = k.shape[2]
             layer.keys[rows, :, :s] = k.to(layer.dtype)
             layer.values[rows, :, :s] = v.to(layer.dtype)
+
+
+def use_fused_gelu(model: nn.Module) -> int:
+    """Replace, in place, every transformers tanh-GELU written as Python tensor expressions
+    (``gelu_new``: ``NewGELUActivation``, GPT-2's; ``gelu_fast``: ``FastGELUActivation``) by transformers'
+    own ``gelu_pytorch_tanh`` module, which computes the same function with torch's fused kernel: one
+    pass instead of eight on a CPU (~5x faster, docs/performance.md), equal within float rounding but
+    not bit for bit (transformers says so in ``GELUTanh``'s docstring). Returns how many were replaced."""
+    from transformers.activations import ACT2CLS, FastGELUActivation, NewGELUActivation
+
+    fused = ACT2CLS["gelu_pytorch_tanh"]
+    fused = fused[0] if isinstance(fused, tuple) else fused  # ACT2CLS entries may be (class, kwargs)
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) in (NewGELUActivation, FastGELUActivation):
+                setattr(module, name, fused())
+                swapped += 1
+    return swapped
