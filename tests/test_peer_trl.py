@@ -43,7 +43,8 @@ def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[s
 
 
 def test_the_opt_in_row_runs_its_switches_and_is_labelled() -> None:
-    assert peer_trl.opt_in_options("cuda")["compile_decode"] and peer_trl.opt_in_options("cpu")["fused_activation"]
+    assert peer_trl.opt_in_options("cuda") == {"fused_activation": True, "compile_decode": True}
+    assert peer_trl.opt_in_options("cpu") == {"fused_activation": True, "compile_decode": False}  # see its doc
     timers = peer_trl.our_timers(2, 4, "cpu", opt_in={"fused_activation": True, "compile_decode": False})
     assert set(timers) == {"abc", "sparse", "floor", "abc_opt"}
     r = peer_trl.measure(2, 4, "cpu", repeats=1, with_trl=False, threads=1,
