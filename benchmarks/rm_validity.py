@@ -57,6 +57,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from abc_gym.tasks.sentiment.build import parse_token_range as parse_range
+
 REFERENCE_ACCURACY = 0.916  # shipped RM, held-out make_fragments accuracy (docs/embedded_task.md: 0.9161)
 TOLERANCE = 0.05
 DEFAULT_LENGTHS = ("8-15", "40-59", "90-109")
@@ -122,16 +124,6 @@ def spearman_with_ci(x: Sequence[float], y: Sequence[float], z: float = 1.959964
 
 
 # ----------------------------------------------------------------------------- models and scoring
-
-
-def parse_range(text: str) -> tuple[int, int]:
-    try:
-        lo, hi = (int(v) for v in text.split("-"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"length range {text!r} is not MIN-MAX, e.g. 40-59") from None
-    if not 1 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"length range {text!r} needs 1 <= MIN <= MAX")
-    return lo, hi
 
 
 def check_fits(ranges: Sequence[tuple[int, int]], policy_positions: int, rm_positions: int | None) -> None:

@@ -592,13 +592,16 @@ class Results:
     minilm_acc: tuple[float, int] | None = None
 
 
-def _token_range(text: str) -> tuple[int, int]:
-    """``"8-60"`` -> ``(8, 60)``; argparse turns the ValueError into a usage error."""
-    lo, _, hi = text.partition("-")
-    lo_i, hi_i = int(lo), int(hi)
-    if not 1 <= lo_i <= hi_i:
-        raise ValueError(f"need 1 <= MIN <= MAX, got {text}")
-    return lo_i, hi_i
+def parse_token_range(text: str) -> tuple[int, int]:
+    """``"8-60"`` -> ``(8, 60)``: an argparse ``type`` for a MIN-MAX token range (also
+    ``benchmarks.rm_validity --lengths``); anything else is a usage error naming the form."""
+    try:
+        lo, hi = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"length range {text!r} is not MIN-MAX, e.g. 40-59") from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"length range {text!r} needs 1 <= MIN <= MAX")
+    return lo, hi
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -612,7 +615,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rm-steps", type=int, default=8000)
     ap.add_argument("--rm-layers", type=int, default=1, help="GPT-2 RM layers (the shipped RM has 1)")
     ap.add_argument("--rm-heads", type=int, default=4)
-    ap.add_argument("--rm-new-tokens", type=_token_range, default=(8, 60), metavar="MIN-MAX",
+    ap.add_argument("--rm-new-tokens", type=parse_token_range, default=(8, 60), metavar="MIN-MAX",
                     help="new tokens after the 2-7-token prompt in the GPT-2 RM's training fragments "
                          "(shipped RM: 8-60; the long RM: 8-115 with --rm-join-reviews)")
     ap.add_argument("--rm-join-reviews", action="store_true",
