@@ -348,6 +348,12 @@ class CreditAssignmentMixin:
                 self.logger.record(f"rlhf/{key}", value)  # type: ignore[attr-defined]
         self.kl_ctl.update(self._rollout_stats["kl"], self._rollout_stats["episodes"])
 
+    def _entropy_grad(self) -> bool:
+        """Whether a sequence-level loss differentiates the entropy (``evaluate_episodes(entropy_grad=...)``):
+        not at ``ent_coef == 0``, where its gradient is zeros; skipping the backward through the
+        full-vocabulary softmax leaves the weights bit for bit the same (tests/test_fast_options.py)."""
+        return getattr(self, "ent_coef", 0.0) != 0
+
     def collect_rollout(self) -> Any:
         """One rollout outside ``learn()`` (benchmarks, inspection): the buffer, filled with complete,
         credited episodes of ``n_steps`` per env. The first call sets up as ``learn`` does (env reset,

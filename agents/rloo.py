@@ -130,7 +130,7 @@ class RLOO(CreditAssignmentMixin, OnPolicyAlgorithm):
             sel = th.arange(start, min(start + per_mb, n_eps), device=self.device)
             _, log_prob, entropy, ok = self.policy.evaluate_episodes(
                 data["input_ids"][sel], data["attention_mask"][sel], data["prompt_len"][sel], data["gen_len"][sel],
-                eos_allowed=data["eos_allowed"][sel],
+                eos_allowed=data["eos_allowed"][sel], entropy_grad=self._entropy_grad(),
             )
             t = ok.shape[1]
             adv = advantages[sel][:, :t]

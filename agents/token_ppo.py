@@ -132,11 +132,6 @@ class TokenPPO(PPO):
         buf.fill_values(every, values.cpu().numpy())
         return None
 
-    def _entropy_grad(self) -> bool:
-        """Whether the loss differentiates the entropy: not at ``ent_coef == 0`` (its gradient is zeros;
-        skipping the backward through the full-vocabulary softmax leaves the weights bit for bit the same)."""
-        return self.ent_coef != 0
-
     def episode_tensors(self) -> dict[str, th.Tensor]:
         """The buffer's episodes as tensors (:meth:`agents.buffers.CreditBufferMixin.episode_tensors`)."""
         return self.rollout_buffer.episode_tensors(self.device)

@@ -1,6 +1,6 @@
 """Speed paths of the update (issue 18): exact ones change no number, opt-in ones say what they change.
 
-- ``entropy_grad``: at ``ent_coef == 0`` TokenPPO evaluates the entropy without autograd (its
+- ``entropy_grad``: at ``ent_coef == 0`` TokenPPO and RLOO evaluate the entropy without autograd (its
   gradient is zeros): the weights after several minibatch steps are bit for bit the same.
 - ``fused_activation`` (opt-in): GPT-2's Python tanh GELU on torch's fused kernel in the actor, the
   value trunk and the KL reference; the same function within float rounding; kept through save /
@@ -24,12 +24,21 @@ ENV_KWARGS = {"min_new_tokens": 1, "max_new_tokens": 6}
 
 
 def _token_ppo(**kwargs):
+    return _learner("token_ppo", **kwargs)
+
+
+def _learner(algo: str, **kwargs):
+    """TokenPPO (2 epochs of minibatches of 2 episodes) or RLOO (minibatches of 2, one step) on 4 envs."""
     from agents.env_util import make_token_vec_env
+    from agents.rloo import RLOO
     from agents.token_ppo import TokenPPO
 
     env = make_token_vec_env(ENV, num_envs=4, seed=0, **ENV_KWARGS)
-    options = dict(seed=0, device="cpu", n_epochs=2, minibatch_episodes=2, n_steps=8, learning_rate=3e-3)
-    model = TokenPPO("TransformerPolicy", env, **{**options, **kwargs})
+    options = dict(seed=0, device="cpu", minibatch_episodes=2, n_steps=8, learning_rate=3e-3)
+    if algo == "token_ppo":
+        model = TokenPPO("TransformerPolicy", env, n_epochs=2, **{**options, **kwargs})
+    else:
+        model = RLOO("TransformerPolicy", env, **{**options, **kwargs})
     model.set_logger(configure(None, []))
     return model
 
@@ -42,12 +51,13 @@ def _train_once(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
 
 
-def test_entropy_without_autograd_leaves_the_weights_bit_for_bit_the_same() -> None:
-    skipped = _token_ppo()  # ent_coef 0 (TrainConfig's and SB3's default): the entropy is not differentiated
+@pytest.mark.parametrize("algo", ["token_ppo", "rloo"])
+def test_entropy_without_autograd_leaves_the_weights_bit_for_bit_the_same(algo: str) -> None:
+    skipped = _learner(algo)  # ent_coef 0 (TrainConfig's and SB3's default): the entropy is not differentiated
     assert skipped.ent_coef == 0 and not skipped._entropy_grad()
     before = {k: v.detach().clone() for k, v in skipped.policy.state_dict().items()}
     after_skip = _train_once(skipped)  # each build reseeds the RNGs: build, train, then the next
-    differentiated = _token_ppo()
+    differentiated = _learner(algo)
     differentiated._entropy_grad = lambda: True  # the previous path: autograd through the entropy too
     after_full = _train_once(differentiated)
     assert any(not torch.equal(before[k], after_skip[k]) for k in before), "the update should change the weights"
