@@ -10,6 +10,11 @@
 #   2. on the GPU machine, in the repo root, with .whl carried:
 #        bash benchmarks/gpu_check.sh            # about 5-8 minutes on one H100 / H200
 #      (device tool: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600))
+#   3. then, as a second call (its own time limit), issue 18's peer column:
+#        bash benchmarks/gpu_check.sh --peer     # benchmarks/peer_trl.py --device cuda at 64 and 256 completions
+#      TRL 1.12 is not among the wheels (it needs datasets / pyarrow: more than the 64 MiB a call
+#      carries), so unless TRL imports there it runs --skip-trl: TokenPPO, its opt-in row (fused GELU,
+#      compiled decode with CUDA graphs) and the floor (generate + RM + reference forward).
 #
 # Output: tests, then the markdown tables of benchmarks/agent_throughput.py --device cuda and
 # benchmarks/env_throughput.py, each also written under $OUT (or ./gpu_check_out).
@@ -30,6 +35,15 @@ OUT_DIR=${OUT:-gpu_check_out}
 mkdir -p "$OUT_DIR"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+
+if [ "${1:-}" = "--peer" ]; then
+    skip=(--skip-trl)
+    if python3 -c "import trl.experimental.ppo" 2>/dev/null; then skip=(); fi
+    echo "## peer (issue 18): benchmarks/peer_trl.py --device cuda ${skip[*]}"
+    timeout 500 python3 benchmarks/peer_trl.py --device cuda --completions 64 256 --repeats 3 "${skip[@]}" 2>&1 \
+        | grep -v -e "Writing model shards" -e "^USDT:" | tee "$OUT_DIR/peer_trl.md"
+    exit 0
+fi
 
 python3 - <<'EOF' | tee "$OUT_DIR/versions.txt"
 import platform, torch, transformers
