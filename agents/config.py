@@ -59,7 +59,7 @@ class TrainConfig:
         "equal to eager within float rounding"
     )
     fused_activation: bool = _f(
-        False, "run the policy's and value trunk's tanh GELU (gelu_new, GPT-2's) on torch's fused kernel: ~5x faster "
+        False, "run the policy's and value trunk's tanh GELU (gelu_new, GPT-2's) on torch's fused kernel: 2-5x faster "
         "per activation on a CPU, equal within float rounding (seeded runs differ from the default's)"
     )
     sampler: str = _f(

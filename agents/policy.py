@@ -417,7 +417,7 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
     :param model_kwargs: forwarded to ``from_pretrained`` (``dtype``, ``attn_implementation``, ...).
     :param fused_activation: run the actor's and value trunk's tanh GELU (transformers' ``gelu_new`` /
         ``gelu_fast``, Python tensor expressions) on torch's fused kernel (``gelu_pytorch_tanh``): the same
-        function within float rounding, ~5x faster per activation on a CPU (:func:`~agents.compat.use_fused_gelu`).
+        function within float rounding, 2-5x faster per activation on a CPU (:func:`~agents.compat.use_fused_gelu`).
         Off by default: not bit for bit, so seeded runs differ from the default's. An error for a model
         without such an activation.
     :param kwargs: further SB3 ``ActorCriticPolicy`` keywords (``optimizer_class``, ...).

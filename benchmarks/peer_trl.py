@@ -210,7 +210,7 @@ def opt_in_options(device: str) -> dict[str, bool]:
     on CUDA only. Both change seeded numbers within float rounding, which is why they are off by default.
     Not compiled on a CPU: torch.compile needs a C++ compiler there and ~20 s per process, and in the two
     peer runs with an inductor-compiled step in the process TRL's eager update took 3.30 and 3.56 s against
-    2.72-3.27 s in five runs without (not resolved at 5 repeats; docs/performance.md), so it could flatter
+    2.72-3.27 s in seven runs without (not resolved at 5 repeats; docs/performance.md), so it could flatter
     the one-process ratio. Its own gain is measured apart (docs/performance.md, one-process A/B)."""
     return {"fused_activation": True, "compile_decode": device.startswith("cuda")}
 

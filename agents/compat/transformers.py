@@ -140,7 +140,7 @@ def use_fused_gelu(model: nn.Module) -> int:
     """Replace, in place, every transformers tanh-GELU written as Python tensor expressions
     (``gelu_new``: ``NewGELUActivation``, GPT-2's; ``gelu_fast``: ``FastGELUActivation``) by transformers'
     own ``gelu_pytorch_tanh`` module, which computes the same function with torch's fused kernel: one
-    pass instead of eight on a CPU (~5x faster, docs/performance.md), equal within float rounding but
+    pass instead of eight (2-5x faster per activation on a CPU, docs/performance.md), equal within float rounding but
     not bit for bit (transformers says so in ``GELUTanh``'s docstring). Returns how many were replaced."""
     from transformers.activations import ACT2CLS, FastGELUActivation, NewGELUActivation
 
