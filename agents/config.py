@@ -58,9 +58,11 @@ class TrainConfig:
         False, "torch.compile the KV-cache decode step (CUDA: CUDA graphs); pays a compile on the first rollout, "
         "equal to eager within float rounding"
     )
-    fused_activation: bool = _f(
-        False, "run the policy's and value trunk's tanh GELU (gelu_new, GPT-2's) on torch's fused kernel: 2-5x faster "
-        "per activation on a CPU, equal within float rounding (seeded runs differ from the default's)"
+    fused_activation: bool | None = _f(
+        None, "run the policy's and value trunk's tanh GELU (gelu_new, GPT-2's) on torch's fused kernel: 2-5x faster "
+        "per activation on a CPU, equal within float rounding. None: wherever the model has that GELU (the default "
+        "since 2026-11-30); true: an error for a model without it; false: transformers' Python formula, bit for bit "
+        "the earlier default (seeded runs differ between the two)"
     )
     sampler: str = _f(
         "inverse_cdf", "how rollout actions are drawn: inverse_cdf (one uniform per row: the same distribution as "

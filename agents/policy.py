@@ -46,6 +46,7 @@ from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 
 from agents.buffers import EOS_ALLOWED_KEY
 from agents.compat import apply_action_masks
+from agents.compat.torch import assert_async
 from agents.config import SAMPLERS
 from agents.kv_cache import _COMPILED_STEPS, RowKVCache, compiled_decode_step  # noqa: F401  (re-exported)
 from agents.sampling import inverse_cdf_sample
@@ -71,7 +72,7 @@ class _TransformerPolicyMixin:
         sampler: str,
         model_kwargs: dict[str, Any] | None,
         kwargs: dict[str, Any],
-        fused_activation: bool = False,
+        fused_activation: bool | None = None,
     ) -> dict[str, Any]:
         check_token_spaces(observation_space, action_space)
         if sampler not in SAMPLERS:
@@ -93,7 +94,8 @@ class _TransformerPolicyMixin:
         )
         self.use_cache = use_cache
         self.compile_decode = bool(compile_decode)
-        self.fused_activation = bool(fused_activation)
+        self.fused_activation = None if fused_activation is None else bool(fused_activation)
+        self.fused_activations = 0  # how many activations _build put on the fused kernel
         self.sampler = sampler
         # EOS token the env refuses before min_new_tokens (set by the agents' rollout from the env's
         # rule); steps whose observation carries eos_allowed=False get it masked (see mask_eos).
@@ -123,7 +125,7 @@ class _TransformerPolicyMixin:
         else:
             self.value_model = None
             hidden_v = hidden
-        if self.fused_activation:
+        if self.fused_activation is not False:
             self._fuse_activations()
         self.value_head = nn.Linear(hidden_v, 1)
         nn.init.normal_(self.value_head.weight, std=1.0 / np.sqrt(hidden_v + 1))  # as trl's ValueHead scale
@@ -133,17 +135,20 @@ class _TransformerPolicyMixin:
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _fuse_activations(self) -> None:
-        """``fused_activation=True``: the actor's and value trunk's Python tanh-GELUs on torch's fused kernel
-        (:func:`~agents.compat.use_fused_gelu`; the KL reference, a copy of the actor, inherits them). A model
-        with none to replace is an error, not a flag that silently does nothing."""
+        """The actor's and value trunk's Python tanh-GELUs on torch's fused kernel
+        (:func:`~agents.compat.use_fused_gelu`; the KL reference, a copy of the actor, inherits them).
+        ``fused_activation=None`` (the default) fuses whatever the models have and leaves other models as
+        they are; ``True`` asks for it, so a model with none to replace is an error, not a flag that
+        silently does nothing."""
         from agents.compat.transformers import use_fused_gelu
 
         swapped = use_fused_gelu(self.lm) + (0 if self.value_model is None else use_fused_gelu(self.value_model))
-        if swapped == 0:
+        self.fused_activations = swapped
+        if swapped == 0 and self.fused_activation:
             raise ValueError(
                 f"fused_activation=True, but {self.model_name_or_path!r} has no transformers Python tanh-GELU "
                 "(activation gelu_new or gelu_fast) to put on a fused kernel; its activations are left as they are. "
-                "Drop fused_activation (python -m agents: --no-fused-activation)"
+                "Drop fused_activation (python -m agents: leave out --fused-activation; the default fuses where it can)"
             )
 
     # ------------------------------------------------------------------ helpers
@@ -228,11 +233,20 @@ class _TransformerPolicyMixin:
         logits, values = self._heads(obs, need_vf=with_values)
         if values is None:
             values = torch.full((logits.shape[0], 1), float("nan"), device=logits.device)
-        dist = self._distribution(logits, action_masks)
-        actions = self._sample(dist, deterministic)
+        if action_masks is None and not deterministic and self.sampler == "inverse_cdf":
+            # the rollout's hot path: one log_softmax instead of a Categorical per step (log_prob_and_entropy)
+            log_p = torch.log_softmax(logits, dim=-1)  # (B, V)
+            probs = log_p.exp()
+            actions = inverse_cdf_sample(probs)
+            log_prob = log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            entropy = categorical_entropy(log_p, probs)
+        else:
+            dist = self._distribution(logits, action_masks)
+            actions = self._sample(dist, deterministic)
+            log_prob, entropy = dist.log_prob(actions), dist.entropy()
         if not torch.is_grad_enabled():
-            self.last_rollout_entropy = dist.entropy().detach()
-        return actions.reshape((-1, *self.action_space.shape)), values, dist.log_prob(actions)
+            self.last_rollout_entropy = entropy.detach()
+        return actions.reshape((-1, *self.action_space.shape)), values, log_prob
 
     def _sample(self, dist: Any, deterministic: bool) -> torch.Tensor:
         """``(B,)`` actions: the mode, or a draw with the policy's ``sampler``."""
@@ -243,6 +257,10 @@ class _TransformerPolicyMixin:
     def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, action_masks: Any = None):
         """Per-transition path: values ``(B, 1)``, log-probs ``(B,)``, entropy ``(B,)``."""
         logits, values = self._heads(obs)
+        if action_masks is None:
+            log_prob, entropy = log_prob_and_entropy(logits, actions.long().flatten())
+            assert_async(torch.isfinite(log_prob).all(), "evaluate_actions: a non-finite log-prob (NaN or inf logits)")
+            return values, log_prob, entropy
         dist = self._distribution(logits, action_masks)
         return values, dist.log_prob(actions.long().flatten()), dist.entropy()
 
@@ -307,12 +325,19 @@ class _TransformerPolicyMixin:
         else:
             allowed = None if eos_allowed is None else eos_allowed[:, :t_max]
         flat_logits = self.mask_eos(logits.reshape(-1, logits.shape[-1]), allowed)
-        flat_masks = None if action_masks is None else action_masks.reshape(-1, action_masks.shape[-1])
-        dist = self._distribution(flat_logits, flat_masks)
-        log_prob = dist.log_prob(actions.reshape(-1)).reshape(actions.shape)
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = dist.entropy().reshape(actions.shape)
-        return values, log_prob, entropy, valid
+        if action_masks is not None:  # MaskablePPO: sb3-contrib's masked Categorical
+            dist = self._distribution(flat_logits, action_masks.reshape(-1, action_masks.shape[-1]))
+            log_prob = dist.log_prob(actions.reshape(-1)).reshape(actions.shape)
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                entropy = dist.entropy().reshape(actions.shape)
+            return values, log_prob, entropy, valid
+        log_prob, entropy = log_prob_and_entropy(flat_logits, actions.reshape(-1), entropy_grad)
+        log_prob = log_prob.reshape(actions.shape)
+        # Categorical's NaN check, on the (E, Tmax) result instead of every logit: a NaN or +inf logit
+        # (or a taken action of probability 0) must not reach the optimiser as a NaN loss
+        assert_async((torch.isfinite(log_prob) | ~valid).all(),
+                     "evaluate_episodes: a non-finite log-prob (NaN or inf logits from the policy)")
+        return values, log_prob, entropy.reshape(actions.shape), valid
 
     def episode_values(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor, gen_len: torch.Tensor
@@ -382,6 +407,31 @@ class _TransformerPolicyMixin:
         return ref
 
 
+def log_prob_and_entropy(
+    logits: torch.Tensor, actions: torch.Tensor, entropy_grad: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of ``actions`` ``(N,)`` and entropies, each ``(N,)``, of the softmax of ``logits`` ``(N, V)``.
+
+    What ``torch.distributions.Categorical(logits=...)`` gives (within float rounding), from one
+    ``log_softmax``: one fused kernel and its one-kernel backward, where Categorical normalises
+    with ``logsumexp`` and a subtraction (five passes over the ``(N, V)`` logits, each kept for
+    autograd) and re-checks every logit for NaN (a row with NaN logits gives a NaN log-prob here:
+    :meth:`evaluate_episodes` checks those). ``entropy_grad=False``: the entropy without autograd.
+    """
+    log_p = torch.log_softmax(logits, dim=-1)  # (N, V)
+    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = categorical_entropy(log_p)
+    return log_prob, entropy
+
+
+def categorical_entropy(log_p: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N,)`` entropies from normalised log-probs ``log_p`` ``(N, V)`` (and their ``exp``, if at hand).
+    The clamp: a -inf log-prob has p = 0 and contributes 0, not 0 * -inf (as Categorical.entropy)."""
+    probs = log_p.exp() if probs is None else probs
+    return -(probs * log_p.clamp(min=torch.finfo(log_p.dtype).min)).sum(-1)
+
+
 def _step_positions(mask: torch.Tensor, prompt_len: torch.Tensor, t_max: int) -> tuple[int, torch.Tensor]:
     """``(width, pos)``: the longest real length of the ``(E, L)`` right-padded ``mask`` and the ``(E, Tmax)``
     position whose hidden state is step t's state (``prompt_len + t - 1``, the last token of its prefix)."""
@@ -415,11 +465,12 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
         Categorical and HF ``generate``; the default before 2026-11-29: another random stream, so seeded
         runs differ between the two).
     :param model_kwargs: forwarded to ``from_pretrained`` (``dtype``, ``attn_implementation``, ...).
-    :param fused_activation: run the actor's and value trunk's tanh GELU (transformers' ``gelu_new`` /
-        ``gelu_fast``, Python tensor expressions) on torch's fused kernel (``gelu_pytorch_tanh``): the same
-        function within float rounding, 2-5x faster per activation on a CPU (:func:`~agents.compat.use_fused_gelu`).
-        Off by default: not bit for bit, so seeded runs differ from the default's. An error for a model
-        without such an activation.
+    :param fused_activation: whether the actor's and value trunk's tanh GELU (transformers' ``gelu_new`` /
+        ``gelu_fast``, Python tensor expressions: GPT-2's) runs on torch's fused kernel (``gelu_pytorch_tanh``,
+        :func:`~agents.compat.use_fused_gelu`): the same function within float rounding, 2-5x faster per
+        activation on a CPU. ``None`` (the default since 2026-11-30): wherever the models have such a GELU,
+        other models as they are. ``True``: an error for a model without one. ``False``: transformers'
+        Python formula, bit for bit the default before 2026-11-30 (seeded runs differ between the two).
     :param kwargs: further SB3 ``ActorCriticPolicy`` keywords (``optimizer_class``, ...).
     """
 
@@ -435,7 +486,7 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
         compile_decode: bool = False,
         sampler: str = "inverse_cdf",
         model_kwargs: dict[str, Any] | None = None,
-        fused_activation: bool = False,
+        fused_activation: bool | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs = self._init_transformer(
@@ -463,7 +514,7 @@ class MaskableTransformerActorCriticPolicy(_TransformerPolicyMixin, MaskableActo
         compile_decode: bool = False,
         sampler: str = "inverse_cdf",
         model_kwargs: dict[str, Any] | None = None,
-        fused_activation: bool = False,
+        fused_activation: bool | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs = self._init_transformer(

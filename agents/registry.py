@@ -52,8 +52,8 @@ def common_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         policy_kwargs["separate_value_model"] = cfg.separate_value_model
     if cfg.compile_decode:
         policy_kwargs["compile_decode"] = True
-    if cfg.fused_activation:
-        policy_kwargs["fused_activation"] = True
+    if cfg.fused_activation is not None:
+        policy_kwargs["fused_activation"] = cfg.fused_activation
     policy_kwargs["sampler"] = cfg.sampler
     return dict(
         learning_rate=learning_rate(cfg), n_steps=1, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,

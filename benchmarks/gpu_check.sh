@@ -13,8 +13,8 @@
 #   3. then, as a second call (its own time limit), issue 18's peer column:
 #        bash benchmarks/gpu_check.sh --peer     # benchmarks/peer_trl.py --device cuda at 64 and 256 completions
 #      TRL 1.12 is not among the wheels (it needs datasets / pyarrow: more than the 64 MiB a call
-#      carries), so unless TRL imports there it runs --skip-trl: TokenPPO, its opt-in row (fused GELU,
-#      compiled decode with CUDA graphs) and the floor (generate + RM + reference forward).
+#      carries), so unless TRL imports there it runs --skip-trl: TokenPPO (fused GELU, its default), its
+#      variant row (+ compiled decode with CUDA graphs) and the floor (generate + RM + reference forward).
 #
 # Output: tests, then the markdown tables of benchmarks/agent_throughput.py --device cuda and
 # benchmarks/env_throughput.py, each also written under $OUT (or ./gpu_check_out).

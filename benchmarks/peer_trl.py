@@ -5,7 +5,7 @@
     python benchmarks/peer_trl.py --skip-trl                        # TokenPPO and the floor only (no TRL needed)
     python benchmarks/peer_trl.py --repeats 9 --json peer.json      # also every repeat's seconds, as JSON
     python benchmarks/peer_trl.py --gold                            # TokenPPO's env with its VADER gold diagnostics
-    python benchmarks/peer_trl.py --no-opt-in                       # without the row of TokenPPO's opt-in switches
+    python benchmarks/peer_trl.py --no-variant                      # without the row of TokenPPO with other switches
 
 On the shipped policy and reward model (``abc_gym.tasks.sentiment``: ``POLICY_PATH``,
 ``REWARD_MODEL_PATH``) and at one set of PPO settings on both sides (``--completions`` x 48 new
@@ -20,9 +20,11 @@ lambda 0.95, a separate value trunk, float32, 1 torch thread on a CPU), it times
   floor, TRL, ... (load from other processes hits every variant alike).
 - **TokenPPO** (``agents.token_ppo``) in ``abc`` and ``sparse`` credit mode: one update is
   ``model.collect_rollout()`` + ``model.update()``, each timed (the rollout / update split).
-- **TokenPPO abc, opt-in** (``abc_opt``): the same with the speed switches that are off by default
-  because they change seeded numbers within float rounding (:func:`opt_in_options`: the fused
-  GELU kernel; on CUDA also the compiled decode step, whose first (warm-up) repeat compiles).
+- **TokenPPO abc, variant** (``abc_variant``): the same with other speed switches
+  (:func:`variant_options`): on a CPU ``fused_activation=False``, transformers' Python GELU as TRL
+  runs it (the default before 2026-11-30: what the fused kernel buys, and the comparison with the
+  same activation code on both sides); on CUDA the opt-in compiled decode step (CUDA graphs; its
+  first, warm-up repeat compiles).
 - **the floor** of an RLHF rollout on this hardware: HF ``generate`` (sampling, KV cache, fixed
   length) + one reward-model batch + the reference model's log-probs of the completions, on the
   same prompts (``benchmarks.agent_throughput.generate_timer(..., with_ref=True)``).
@@ -88,6 +90,10 @@ UNEQUAL = (
     "sampling: both draw from the full softmax (top_k 0, top_p 1); TRL divides logits by temperature 1 + 1e-7; the "
     "random streams differ, so the completions differ",
     "CUDA: TRL calls the device's empty_cache() several times per update (a no-op on a CPU); TokenPPO does not",
+    "activation: TokenPPO runs GPT-2's tanh GELU on torch's fused kernel (its default fused_activation, in the "
+    "policy, value trunk and reference; equal within float rounding), TRL transformers' gelu_new (eight tensor "
+    "expressions in Python; a TRL user could swap it too); the CPU row 'abc, fused_activation=False' is TokenPPO "
+    "with TRL's activation code. The floor runs the abc row's policy and reference modules as they are (fused)",
 )
 
 #: What a TokenPPO rollout does that the floor (generate + RM + reference forward) does not.
@@ -169,7 +175,7 @@ def token_ppo(reward_mode: str, completions: int, new_tokens: int, device: str, 
 
     ``gold``: keep the task's VADER gold diagnostics (score of every completion; the registered env's
     default). Off, the env is built with ``gold_scorer=None`` (TRL computes no gold score; neither
-    mode here trains on it). ``options``: TrainConfig switches on top (the opt-in row: :func:`opt_in_options`)."""
+    mode here trains on it). ``options``: TrainConfig switches on top (the variant row: :func:`variant_options`)."""
     from stable_baselines3.common.logger import configure
 
     from agents.training import TrainConfig, build_model
@@ -205,24 +211,25 @@ def iteration_timer(model) -> Callable[[], dict[str, float]]:
     return once
 
 
-def opt_in_options(device: str) -> dict[str, bool]:
-    """TokenPPO's opt-in speed switches for the ``abc_opt`` row: ``fused_activation``, and ``compile_decode``
-    on CUDA only. Both change seeded numbers within float rounding, which is why they are off by default.
-    Not compiled on a CPU: torch.compile needs a C++ compiler there and ~20 s per process, and in the two
-    peer runs with an inductor-compiled step in the process TRL's eager update took 3.30 and 3.56 s against
-    2.72-3.27 s in seven runs without (not resolved at 5 repeats; docs/performance.md), so it could flatter
-    the one-process ratio. Its own gain is measured apart (docs/performance.md, one-process A/B)."""
-    return {"fused_activation": True, "compile_decode": device.startswith("cuda")}
+def variant_options(device: str) -> dict[str, bool]:
+    """TrainConfig switches of the ``abc_variant`` row. On a CPU ``fused_activation=False``: TokenPPO with
+    transformers' Python GELU, the activation code TRL runs (and TokenPPO's default before 2026-11-30).
+    On CUDA ``compile_decode=True``, the opt-in compiled decode step with CUDA graphs (off by default: it
+    changes seeded numbers within float rounding). Not compiled on a CPU: torch.compile needs a C++
+    compiler there and ~20 s per process, and in the two peer runs with an inductor-compiled step in the
+    process TRL's eager update took 3.30 and 3.56 s against 2.72-3.27 s in seven runs without (not resolved
+    at 5 repeats; docs/performance.md), so it could flatter the one-process ratio."""
+    return {"compile_decode": True} if device.startswith("cuda") else {"fused_activation": False}
 
 
 def options_label(options: dict[str, bool]) -> str:
-    """``"fused_activation + compile_decode"``: the switches that are on."""
-    return " + ".join(k for k, on in options.items() if on) or "none"
+    """``"fused_activation=False"``: the switches and their values."""
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "none"
 
 
 def our_timers(completions: int, new_tokens: int, device: str, seed: int = 0, gold: bool = False,
-               opt_in: dict[str, bool] | None = None) -> dict[str, Callable[[], dict[str, float]]]:
-    """The TokenPPO (abc, sparse; abc_opt with ``opt_in`` switches) and floor timers, each returning named
+               variant: dict[str, bool] | None = None) -> dict[str, Callable[[], dict[str, float]]]:
+    """The TokenPPO (abc, sparse; abc_variant with the ``variant`` switches) and floor timers, each returning named
     seconds (``total`` among them). The first round is the warm-up (a compiled decode compiles there)."""
     abc = token_ppo("abc", completions, new_tokens, device, seed, gold)
     sparse = token_ppo("sparse", completions, new_tokens, device, seed, gold)
@@ -232,8 +239,8 @@ def our_timers(completions: int, new_tokens: int, device: str, seed: int = 0, go
         "sparse": iteration_timer(sparse),
         "floor": lambda: {"total": floor()},
     }
-    if opt_in:
-        timers["abc_opt"] = iteration_timer(token_ppo("abc", completions, new_tokens, device, seed, gold, opt_in))
+    if variant:
+        timers["abc_variant"] = iteration_timer(token_ppo("abc", completions, new_tokens, device, seed, gold, variant))
     return timers
 
 
@@ -466,10 +473,10 @@ def trl_callback(
 
 
 def measure(completions: int, new_tokens: int, device: str, repeats: int, with_trl: bool, threads: int | None,
-            seed: int = 0, gold: bool = False, opt_in: dict[str, bool] | None = None) -> dict[str, Any]:
+            seed: int = 0, gold: bool = False, variant: dict[str, bool] | None = None) -> dict[str, Any]:
     """Medians (seconds) of every timer over ``repeats`` interleaved repeats after one warm-up, and notes."""
-    recorder = Recorder(our_timers(completions, new_tokens, device, seed, gold, opt_in))
-    info: dict[str, Any] = {"opt_in": options_label(opt_in)} if opt_in else {}
+    recorder = Recorder(our_timers(completions, new_tokens, device, seed, gold, variant))
+    info: dict[str, Any] = {"variant": options_label(variant)} if variant else {}
     if with_trl:
         with timed_trl_generation(device) as generate_seconds, timed_gc() as gc_seconds, warnings.catch_warnings():
             # its logged var() of one minibatch's ratio: a NaN metric, nothing else
@@ -520,16 +527,15 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool, 
             out.append(f"{n} completions, paired by repeat (median and range of the per-repeat ratios): " + "; ".join(
                 f"TRL / TokenPPO {mode} {paired_ratio(r['seconds']['trl'], r['seconds'][mode])}" for mode in ("abc", "sparse")
             ))
-        opt_rows = [(n, r) for n, r in results.items() if "abc_opt" in r["medians"]]
-        if opt_rows:
-            out += ["", f"Opt-in speed switches (off by default: they change seeded numbers within float rounding): "
-                    f"{opt_rows[0][1]['opt_in']}, TokenPPO abc:", "",
-                    "| completions | TRL PPO s/update | TokenPPO abc, opt-in s | TRL / TokenPPO abc opt-in (medians) "
+        var_rows = [(n, r) for n, r in results.items() if "abc_variant" in r["medians"]]
+        if var_rows:
+            out += ["", f"TokenPPO abc with {var_rows[0][1]['variant']} (variant_options):", "",
+                    "| completions | TRL PPO s/update | TokenPPO abc, variant s | TRL / TokenPPO abc variant (medians) "
                     "| per-repeat median (range) |", "|---:|---:|---:|---:|---|"]
-            for n, r in opt_rows:
+            for n, r in var_rows:
                 m = r["medians"]
-                out.append(f"| {n} | {m['trl']:.2f} | {m['abc_opt']:.2f} | {m['trl'] / m['abc_opt']:.2f}x "
-                           f"| {paired_ratio(r['seconds']['trl'], r['seconds']['abc_opt'])} |")
+                out.append(f"| {n} | {m['trl']:.2f} | {m['abc_variant']:.2f} | {m['trl'] / m['abc_variant']:.2f}x "
+                           f"| {paired_ratio(r['seconds']['trl'], r['seconds']['abc_variant'])} |")
         objects = ", ".join(f"{r['python_objects']:,}" for r in results.values() if "python_objects" in r)
         out += ["", "TRL generate: its batch_generation (HF generate, fixed length). TRL gc.collect: its two calls per "
                 f"update, which walk every Python object of this process ({objects} here, TokenPPO's included). TRL "
@@ -542,12 +548,12 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool, 
     ]
     for n, r in results.items():
         m, tok = r["medians"], n * new_tokens
-        for mode in ("abc", "sparse", "abc_opt"):
+        for mode in ("abc", "sparse", "abc_variant"):
             if mode not in m:
                 continue
             ro = m[f"{mode}.rollout"]
             out.append(
-                f"| {n} | {mode if mode != 'abc_opt' else 'abc, opt-in'} | {ro:.2f} | {m[f'{mode}.update']:.2f} | {m[mode]:.2f} | {m['floor']:.2f} "
+                f"| {n} | {mode if mode != 'abc_variant' else 'abc, ' + r['variant']} | {ro:.2f} | {m[f'{mode}.update']:.2f} | {m[mode]:.2f} | {m['floor']:.2f} "
                 f"| {tok / ro:,.0f} | {tok / m['floor']:,.0f} | {m['floor'] / ro:.2f}x |"
             )
     out += ["", "Settings that could not be made equal:", ""]
@@ -582,7 +588,7 @@ def run(args: argparse.Namespace) -> str:
         print(header(args, trl_version, threads), flush=True)
         for n in args.completions:
             r = measure(n, args.new_tokens, args.device, args.repeats, not args.skip_trl, threads, args.seed, args.gold,
-                        None if args.no_opt_in else opt_in_options(args.device))
+                        None if args.no_variant else variant_options(args.device))
             results[n] = r
             notes = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("medians", "repeats", "seconds"))
             print(f"[{n} completions] medians: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["medians"].items())
@@ -615,8 +621,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-trl", action="store_true", help="TokenPPO and the floor only (TRL not needed)")
     p.add_argument("--gold", action="store_true",
                    help="keep the env's VADER gold diagnostics (the registered env's default; off: gold_scorer=None)")
-    p.add_argument("--no-opt-in", action="store_true",
-                   help="skip the row of TokenPPO abc with its opt-in speed switches (opt_in_options)")
+    p.add_argument("--no-variant", action="store_true",
+                   help="skip the row of TokenPPO abc with other switches (variant_options: CPU fused_activation=False, "
+                   "CUDA compile_decode=True)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every repeat's seconds and the medians here")
     args = p.parse_args(argv)
     for flag, values in (("--completions", args.completions), ("--new-tokens", [args.new_tokens]),

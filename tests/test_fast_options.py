@@ -2,9 +2,10 @@
 
 - ``entropy_grad``: at ``ent_coef == 0`` TokenPPO and RLOO evaluate the entropy without autograd (its
   gradient is zeros): the weights after several minibatch steps are bit for bit the same.
-- ``fused_activation`` (opt-in): GPT-2's Python tanh GELU on torch's fused kernel in the actor, the
-  value trunk and the KL reference; the same function within float rounding; kept through save /
-  load; an error, naming the flag, for a model it would not change.
+- ``fused_activation`` (the default ``None`` fuses wherever it can): GPT-2's Python tanh GELU on
+  torch's fused kernel in the actor, the value trunk and the KL reference; the same function within
+  float rounding; kept through save / load; ``False`` keeps transformers' formula; ``True`` is an
+  error, naming the flag, for a model it would not change, which the default leaves as it is.
 """
 
 from __future__ import annotations
@@ -90,9 +91,11 @@ def _gelus(module: torch.nn.Module) -> set[str]:
 def test_fused_activation_is_the_same_function_in_every_copy_and_survives_save_load(tmp_path) -> None:
     from agents.token_ppo import TokenPPO
 
-    plain = _token_ppo(policy_kwargs={"separate_value_model": True})
-    fused = _token_ppo(policy_kwargs={"separate_value_model": True, "fused_activation": True})
-    assert _gelus(plain.policy.lm) == {"NewGELUActivation"}
+    plain = _token_ppo(policy_kwargs={"separate_value_model": True, "fused_activation": False})
+    fused = _token_ppo(policy_kwargs={"separate_value_model": True})  # the default: fused where it can
+    assert fused.policy.fused_activation is None and fused.policy.fused_activations == 8  # 4 blocks x 2 trunks
+    for model in (plain.policy.lm, plain.policy.value_model, plain.ref_model):
+        assert _gelus(model) == {"NewGELUActivation"}
     for model in (fused.policy.lm, fused.policy.value_model, fused.ref_model):
         assert _gelus(model) == {"GELUTanh"} or _gelus(model) == {"PytorchGELUTanh"}
     ep = _episodes(fused)
@@ -102,25 +105,88 @@ def test_fused_activation_is_the_same_function_in_every_copy_and_survives_save_l
     valid = out_plain[3]
     for a, b, name in zip(out_plain[:3], out_fused[:3], ("values", "log_prob", "entropy")):
         torch.testing.assert_close(a[valid], b[valid], rtol=0, atol=1e-4, msg=name)
-    fused.save(tmp_path / "fused.zip")
-    loaded = TokenPPO.load(tmp_path / "fused.zip", env=fused.env, device="cpu")
-    assert loaded.policy.fused_activation and _gelus(loaded.policy.lm) == _gelus(fused.policy.lm)
+    assert not torch.equal(out_plain[1][valid], out_fused[1][valid]), "not bit for bit: hence the False switch"
+    for model, name in ((fused, "fused"), (plain, "plain")):
+        model.save(tmp_path / f"{name}.zip")
+        loaded = TokenPPO.load(tmp_path / f"{name}.zip", env=model.env, device="cpu")
+        assert loaded.policy.fused_activation is model.policy.fused_activation
+        assert _gelus(loaded.policy.lm) == _gelus(model.policy.lm) and _gelus(loaded.ref_model) == _gelus(model.ref_model)
 
 
-def test_fused_activation_on_a_model_without_a_python_gelu_is_an_error(tmp_path) -> None:
+def test_fused_activation_on_a_model_without_a_python_gelu(tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     from abc_gym.tasks.sentiment import POLICY_PATH
 
     relu = AutoModelForCausalLM.from_pretrained(POLICY_PATH, activation_function="relu")
     relu.save_pretrained(tmp_path / "relu")
+    path = str(tmp_path / "relu")
     with pytest.raises(ValueError, match="fused_activation=True, but .* no transformers Python tanh-GELU"):
-        _token_ppo(policy_kwargs={"model_name_or_path": str(tmp_path / "relu"), "fused_activation": True})
+        _token_ppo(policy_kwargs={"model_name_or_path": path, "fused_activation": True})
+    default = _token_ppo(policy_kwargs={"model_name_or_path": path})  # the default leaves it as it is
+    assert default.policy.fused_activations == 0 and not _gelus(default.policy.lm)
 
 
 def test_the_cli_flag_reaches_the_policy() -> None:
+    from agents.cli import _parser
     from agents.config import TrainConfig
     from agents.registry import common_kwargs
 
-    assert common_kwargs(TrainConfig(fused_activation=True))["policy_kwargs"]["fused_activation"] is True
+    assert TrainConfig().fused_activation is None
     assert "fused_activation" not in common_kwargs(TrainConfig())["policy_kwargs"]
+    for flag, value in (("--fused-activation", True), ("--no-fused-activation", False)):
+        args = {k: v for k, v in vars(_parser().parse_args([flag])).items() if k != "resume"}
+        assert common_kwargs(TrainConfig(**args))["policy_kwargs"]["fused_activation"] is value
+
+
+def _categorical_reference(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dist = torch.distributions.Categorical(logits=logits)
+    return dist.log_prob(actions), dist.entropy()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_log_prob_and_entropy_equal_categoricals_with_their_gradients(seed: int) -> None:
+    """One log_softmax instead of torch's Categorical: the same log-probs, entropies and gradients within
+    float rounding, for wide logits, masked (-inf and lowest-float) entries and several row shapes."""
+    from agents.policy import log_prob_and_entropy
+
+    g = torch.Generator().manual_seed(seed)
+    n, v = 7 + 5 * seed, 3 + 97 * seed
+    logits = torch.randn(n, v, generator=g, dtype=torch.float64) * (1 + 10 * seed)
+    logits[0, 0] = float("-inf")  # masked by -inf
+    logits[1, v - 1] = torch.finfo(torch.float64).min  # masked as mask_eos does
+    actions = torch.randint(1, v - 1, (n,), generator=g) if v > 2 else torch.ones(n, dtype=torch.long)
+    weights = torch.randn(n, generator=g, dtype=torch.float64)
+    grads = []
+    outs = []
+    for fn in (_categorical_reference, lambda x, a: log_prob_and_entropy(x, a, entropy_grad=True)):
+        x = logits.clone().requires_grad_()
+        log_prob, entropy = fn(x, actions)
+        ((log_prob + 0.1 * entropy) * weights).sum().backward()
+        outs.append((log_prob.detach(), entropy.detach()))
+        grads.append(torch.nan_to_num(x.grad))
+    for (a, b) in zip(outs[0], outs[1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+
+
+def test_non_finite_logits_in_the_update_raise_instead_of_training_on_nan() -> None:
+    model = _token_ppo()
+    ep = _episodes(model)
+    lm_head = model.policy.lm.get_output_embeddings()
+    with torch.no_grad():
+        lm_head.weight[0, 0] = float("nan")  # every logit of token 0 is NaN
+    with pytest.raises(RuntimeError, match="evaluate_episodes: a non-finite log-prob"):
+        model.policy.evaluate_episodes(*ep)
+
+
+def test_the_rollout_step_reports_the_log_prob_and_entropy_of_the_token_it_drew() -> None:
+    model = _token_ppo()
+    obs = {k: torch.as_tensor(v) for k, v in model.env.reset().items()}  # SB3 VecEnv: obs only
+    torch.manual_seed(0)
+    with torch.no_grad():
+        actions, _, log_prob = model.policy(obs)
+        logits, _ = model.policy._heads(obs, need_vf=False)
+    ref_log_prob, ref_entropy = _categorical_reference(logits, actions)
+    torch.testing.assert_close(log_prob, ref_log_prob, rtol=0, atol=1e-5)
+    torch.testing.assert_close(model.policy.last_rollout_entropy, ref_entropy, rtol=0, atol=1e-5)

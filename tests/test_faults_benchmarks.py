@@ -153,6 +153,27 @@ def test_resume_accepts_results_written_before_a_trainconfig_field_existed(
     assert stub.calls == []
 
 
+def test_resume_refuses_runs_stored_before_a_default_changed(
+    tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture
+) -> None:
+    # fused_activation was added off and became auto (None) later: a run stored without the field ran
+    # with transformers' Python GELU, so the new default must not resume it silently with the fused one.
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
+    payload = json.loads((out / "results.json").read_text())
+    for run in payload["meta"]["runs"].values():
+        assert run["config"]["train"].pop("fused_activation") is None
+        run["hash"] = bench.config_hash(run["config"])  # as an older benchmark wrote it
+    (out / "results.json").write_text(json.dumps(payload))
+    stub.calls.clear()
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume")) == 2
+    assert "fused_activation: stored False, now None" in capsys.readouterr().err
+    assert stub.calls == []
+    argv = _argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume", "--set", "fused_activation=false")
+    assert bench.main(argv) == 0
+    assert [(c.reward_mode, c.fused_activation) for c in stub.calls] == [("abc", False)]
+
+
 def test_resume_refuses_results_without_run_configs(tmp_path: Path, stub: types.ModuleType,
                                                     capsys: pytest.CaptureFixture) -> None:
     # results.json written before run configs were stored: its settings cannot be checked

@@ -27,7 +27,7 @@ def _medians_ok(medians: dict[str, float], names: list[str]) -> None:
 def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     import json
 
-    peer_trl.main(["--skip-trl", *TINY, "--no-opt-in", "--json", str(tmp_path / "peer.json")])
+    peer_trl.main(["--skip-trl", *TINY, "--no-variant", "--json", str(tmp_path / "peer.json")])
     out = capsys.readouterr().out
     raw = json.loads((tmp_path / "peer.json").read_text())
     assert raw["trl"] is None and len(raw["results"]["2"]["seconds"]["abc.rollout"]) == 1
@@ -42,17 +42,23 @@ def test_tokenppo_and_floor_tables_at_tiny_sizes(capsys: pytest.CaptureFixture[s
     assert "TRL / TokenPPO" not in out  # no peer column without TRL
 
 
-def test_the_opt_in_row_runs_its_switches_and_is_labelled() -> None:
-    assert peer_trl.opt_in_options("cuda") == {"fused_activation": True, "compile_decode": True}
-    assert peer_trl.opt_in_options("cpu") == {"fused_activation": True, "compile_decode": False}  # see its doc
-    timers = peer_trl.our_timers(2, 4, "cpu", opt_in={"fused_activation": True, "compile_decode": False})
-    assert set(timers) == {"abc", "sparse", "floor", "abc_opt"}
-    r = peer_trl.measure(2, 4, "cpu", repeats=1, with_trl=False, threads=1,
-                         opt_in={"fused_activation": True, "compile_decode": False})
-    assert r["opt_in"] == "fused_activation"
-    _medians_ok(r["medians"], ["abc_opt", "abc_opt.rollout", "abc_opt.update"])
+def test_the_variant_row_runs_its_switches_and_is_labelled() -> None:
+    assert peer_trl.variant_options("cuda") == {"compile_decode": True}
+    assert peer_trl.variant_options("cpu") == {"fused_activation": False}  # TRL's activation code; see its doc
+    timers = peer_trl.our_timers(2, 4, "cpu", variant={"fused_activation": False})
+    assert set(timers) == {"abc", "sparse", "floor", "abc_variant"}
+    r = peer_trl.measure(2, 4, "cpu", repeats=1, with_trl=False, threads=1, variant={"fused_activation": False})
+    assert r["variant"] == "fused_activation=False"
+    _medians_ok(r["medians"], ["abc_variant", "abc_variant.rollout", "abc_variant.update"])
     rows = [line for line in peer_trl.tables({2: r}, 4, with_trl=False).splitlines() if line.startswith("| 2 |")]
-    assert [row.split("|")[2].strip() for row in rows] == ["abc", "sparse", "abc, opt-in"]
+    assert [row.split("|")[2].strip() for row in rows] == ["abc", "sparse", "abc, fused_activation=False"]
+
+
+def test_the_rows_run_the_activation_they_are_labelled_with() -> None:
+    """The default rows fuse GPT-2's GELU (TokenPPO's default); the CPU variant runs transformers' formula."""
+    gelus = lambda m: {type(x).__name__ for x in m.policy.lm.modules() if "GELU" in type(x).__name__}  # noqa: E731
+    assert gelus(peer_trl.token_ppo("abc", 2, 4, "cpu")) <= {"GELUTanh", "PytorchGELUTanh"}
+    assert gelus(peer_trl.token_ppo("abc", 2, 4, "cpu", options=peer_trl.variant_options("cpu"))) == {"NewGELUActivation"}
 
 
 def test_gold_diagnostics_are_off_unless_asked() -> None:
@@ -137,10 +143,11 @@ def test_trl_half_at_tiny_sizes() -> None:
     assert r["repeats"]["trl"] == 1 and r["trl_threads"] == [1], (version, r)
     table = peer_trl.tables({2: r}, 4, with_trl=True)
     assert "| 2 |" in table.splitlines()[2] and table.count("x |") >= 2 and "paired by repeat" in table
-    assert "opt-in" not in table
-    r["medians"].update({"abc_opt": 1.0, "abc_opt.rollout": 0.4, "abc_opt.update": 0.6})
-    r["seconds"]["abc_opt"], r["opt_in"] = [1.0], "fused_activation"
+    assert "variant" not in table
+    r["medians"].update({"abc_variant": 1.0, "abc_variant.rollout": 0.4, "abc_variant.update": 0.6})
+    r["seconds"]["abc_variant"], r["variant"] = [1.0], "fused_activation=False"
     table = peer_trl.tables({2: r}, 4, with_trl=True)
-    assert "switches (off by default: they change seeded numbers within float rounding): fused_activation" in table
+    assert "TokenPPO abc with fused_activation=False (variant_options)" in table
+    assert "activation: TokenPPO runs GPT-2's tanh GELU on torch's fused kernel" in table
     opt = [line for line in table.splitlines() if line.startswith("| 2 |") and "| 1.00 |" in line]
-    assert len(opt) == 2 and "abc, opt-in" in opt[1], opt  # the peer row and the rollout / floor row
+    assert len(opt) == 2 and "abc, fused_activation=False" in opt[1], opt  # the peer row and the rollout / floor row

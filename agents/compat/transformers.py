@@ -14,7 +14,7 @@ Checked against transformers 5.0.0 (the declared floor), 5.17.0 and 5.24.0.
   ``query_length`` later); the override takes either. ``StaticCache`` does not fit: it
   writes every row at one shared ``cache_position``, and token-env rows sit at their own
   positions. Equal to the full forward within 1e-15 (float64) on 5.0.0 and 5.24.0.
-- :func:`use_fused_gelu` (the policy's opt-in ``fused_activation``): ``ACT2CLS`` and the classes
+- :func:`use_fused_gelu` (the policy's ``fused_activation``, on by default): ``ACT2CLS`` and the classes
   ``NewGELUActivation`` / ``FastGELUActivation`` (the tanh GELU as Python tensor expressions) and
   ``ACT2CLS["gelu_pytorch_tanh"]`` (the same function on torch's fused kernel), the same in 5.0-5.24.
 """
@@ -81,12 +81,16 @@ class _RowWriteLayer(DynamicLayer):
         self.keys, self.values = keys, values
         self.device, self.dtype = keys.device, keys.dtype
         self.is_initialized = True
-        self.rows = torch.arange(keys.shape[0], device=keys.device)
-        self.write_pos: torch.Tensor | None = None
+        self.write_index: torch.Tensor | None = None  # (N * H,) rows of the (N * H * C, D) view written next
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        self.keys[self.rows, :, self.write_pos] = key_states[:, :, -1].to(self.dtype)
-        self.values[self.rows, :, self.write_pos] = value_states[:, :, -1].to(self.dtype)
+        # one index_copy_ per buffer on its flat (N * H * C, D) view: the same copy as
+        # keys[rows, :, write_pos] = ..., without advanced indexing's index_put per call
+        n, h, c, d = self.keys.shape
+        self.keys.view(n * h * c, d).index_copy_(0, self.write_index, key_states[:, :, -1].reshape(n * h, d).to(self.dtype))
+        self.values.view(n * h * c, d).index_copy_(
+            0, self.write_index, value_states[:, :, -1].reshape(n * h, d).to(self.dtype)
+        )
         return self.keys, self.values
 
     def get_seq_length(self, *args: Any, **kwargs: Any) -> int:
@@ -125,8 +129,13 @@ class RowWriteCache(DynamicCache):
 
     def set_write_positions(self, positions: torch.Tensor) -> None:
         """``(N,)`` slot each row's next token is written to."""
+        indices: dict[tuple[int, ...], torch.Tensor] = {}  # one per buffer shape (every layer's, in GPT-2)
         for layer in self.layers:
-            layer.write_pos = positions
+            n, h, c, _ = shape = tuple(layer.keys.shape)
+            if shape not in indices:
+                rows = torch.arange(n * h, device=layer.keys.device)  # (n, head) pairs, row-major
+                indices[shape] = rows * c + positions.to(rows.device).repeat_interleave(h)  # slot (n, head, positions[n])
+            layer.write_index = indices[shape]
 
     def write_rows(self, rows: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         """Copy per-layer ``(R, H, S, D)`` keys/values into slots ``[0, S)`` of ``rows``."""

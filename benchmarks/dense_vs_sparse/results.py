@@ -139,16 +139,22 @@ def _portable_env(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "env": env} if "env" in config else config
 
 
+# TrainConfig fields whose default changed after they were added: the value a stored run that lacks
+# the field ran with (its default then), not today's default.
+BEFORE_ADDED = {"fused_activation": False}
+
+
 def _with_later_fields(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
-    """``stored`` with the TrainConfig fields added since it was written filled in with their defaults.
+    """``stored`` with the TrainConfig fields added since it was written filled in with the behaviour it ran with.
 
     A field added to TrainConfig defaults to the behaviour before it (e.g. ``compile_decode``
-    off), so a stored run lacking it ran at that default; a fresh value other than the default
-    still differs and is reported."""
+    off), so a stored run lacking it ran at that default, except for a field whose default has
+    changed since (:data:`BEFORE_ADDED`: ``fused_activation`` was off until 2026-11-30); a fresh
+    value other than that still differs and is reported."""
     train_now, train_stored = now.get("train"), stored.get("train")
     if not isinstance(train_now, dict) or not isinstance(train_stored, dict):
         return stored
-    defaults = json.loads(json.dumps(train_defaults(), default=str))
+    defaults = {**json.loads(json.dumps(train_defaults(), default=str)), **BEFORE_ADDED}
     added = {k: defaults[k] for k in train_now if k not in train_stored and k in defaults}
     return {**stored, "train": {**train_stored, **added}} if added else stored
 
