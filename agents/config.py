@@ -37,6 +37,13 @@ def _f(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+#: Version of the learners' arithmetic: bumped whenever a code change makes the same seed and config
+#: give other numbers (CHANGELOG.md says which). Stored in the benchmark's run configs, so that
+#: ``--resume`` does not mix runs of two versions in one table. 1: up to 2026-11-30's third session;
+#: 2: the fused GELU default and the log_softmax log-probs (issue 18, fourth session).
+NUMERICS_VERSION = 2
+
+
 @dataclass
 class TrainConfig:
     """Every hyperparameter of a run (each is a CLI flag: ``--episodes-per-update`` etc.)."""
@@ -61,8 +68,8 @@ class TrainConfig:
     fused_activation: bool | None = _f(
         None, "run the policy's and value trunk's tanh GELU (gelu_new, GPT-2's) on torch's fused kernel: 2-5x faster "
         "per activation on a CPU, equal within float rounding. None: wherever the model has that GELU (the default "
-        "since 2026-11-30); true: an error for a model without it; false: transformers' Python formula, bit for bit "
-        "the earlier default (seeded runs differ between the two)"
+        "since 2026-11-30); true: an error for a model without it; false: transformers' Python formula, the earlier "
+        "default (seeded runs differ between the two)"
     )
     sampler: str = _f(
         "inverse_cdf", "how rollout actions are drawn: inverse_cdf (one uniform per row: the same distribution as "

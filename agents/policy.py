@@ -470,7 +470,7 @@ class TransformerActorCriticPolicy(_TransformerPolicyMixin, ActorCriticPolicy):
         :func:`~agents.compat.use_fused_gelu`): the same function within float rounding, 2-5x faster per
         activation on a CPU. ``None`` (the default since 2026-11-30): wherever the models have such a GELU,
         other models as they are. ``True``: an error for a model without one. ``False``: transformers'
-        Python formula, bit for bit the default before 2026-11-30 (seeded runs differ between the two).
+        Python formula (the default before 2026-11-30; seeded runs differ between the two).
     :param kwargs: further SB3 ``ActorCriticPolicy`` keywords (``optimizer_class``, ...).
     """
 

@@ -408,3 +408,24 @@ def test_from_results_of_a_json_list_is_one_line(tmp_path: Path, capsys: pytest.
     assert bench.main(["--from-results", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"error: --from-results {path}: not a results file of this benchmark")
+
+
+def test_resume_refuses_runs_of_other_arithmetic(
+    tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture
+) -> None:
+    # runs stored before agents.config.NUMERICS_VERSION existed (version 1) gave other numbers for the
+    # same seed and config: extending them with today's code would mix two arithmetics in one table
+    out = tmp_path / "run"
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
+    payload = json.loads((out / "results.json").read_text())
+    for run in payload["meta"]["runs"].values():
+        assert run["config"].pop("numerics") >= 2
+        run["config"]["train"]["fused_activation"] = False  # as then: only the version differs
+        run["hash"] = bench.config_hash(run["config"])
+    (out / "results.json").write_text(json.dumps(payload))
+    stub.calls.clear()
+    argv = _argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume", "--set", "fused_activation=false")
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "numerics: stored 1, now 2" in err and "rerun at the stored commit" in err
+    assert stub.calls == []

@@ -128,6 +128,9 @@ def _flag_for(key: str) -> str:
     section, _, name = key.partition(".")
     if section == "train":
         return FIELD_FLAGS.get(name, f"--set {name}=VALUE")
+    if section == "numerics":
+        return ("the learners' arithmetic changed (agents.config.NUMERICS_VERSION, CHANGELOG.md): the same seed gives "
+                "other numbers; rerun at the stored commit (meta.git) to extend these results")
     if section == "env":
         return "--env-id / --lengths (env " + name + ")"
     return "the shipped model files under abc_gym/tasks/sentiment/models changed"
@@ -151,6 +154,8 @@ def _with_later_fields(stored: dict[str, Any], now: dict[str, Any]) -> dict[str,
     off), so a stored run lacking it ran at that default, except for a field whose default has
     changed since (:data:`BEFORE_ADDED`: ``fused_activation`` was off until 2026-11-30); a fresh
     value other than that still differs and is reported."""
+    if "numerics" in now and "numerics" not in stored:  # written before the version was stored: version 1
+        stored = {**stored, "numerics": 1}
     train_now, train_stored = now.get("train"), stored.get("train")
     if not isinstance(train_now, dict) or not isinstance(train_stored, dict):
         return stored

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.config import NUMERICS_VERSION
 from benchmarks.dense_vs_sparse.defaults import (
     KL_SWEEP_FIELDS,
     METRICS,
@@ -123,6 +124,7 @@ def run_config(spec: RunSpec, settings: dict[str, Any]) -> dict[str, Any]:
         "env": {"id": spec.env_id, "min_new_tokens": kw.get("min_new_tokens"), "max_new_tokens": kw.get("max_new_tokens"),
                 "policy": _describe(kw.get("policy")), "reward_model": _describe(kw.get("reward_model"))},
         "model_files": model_files_hash(),
+        "numerics": NUMERICS_VERSION,
     }
     return json.loads(json.dumps(config, default=str))
 
