@@ -6,6 +6,7 @@
     python benchmarks/peer_trl.py --repeats 9 --json peer.json      # also every repeat's seconds, as JSON
     python benchmarks/peer_trl.py --gold                            # TokenPPO's env with its VADER gold diagnostics
     python benchmarks/peer_trl.py --no-variant                      # without the row of TokenPPO with other switches
+    python benchmarks/peer_trl.py --no-trl-alone                    # without TRL's first, TRL-only measurement
 
 On the shipped policy and reward model (``abc_gym.tasks.sentiment``: ``POLICY_PATH``,
 ``REWARD_MODEL_PATH``) and at one set of PPO settings on both sides (``--completions`` x 48 new
@@ -33,7 +34,9 @@ Each figure is the median over ``--repeats`` interleaved repeats after one warm-
 Prints markdown tables and the settings that could not be made equal (:data:`UNEQUAL`). TRL's
 update is also split into its ``generate`` (``batch_generation``), its two ``gc.collect()`` calls
 (which walk every Python object of the process, so they grow with what else the process holds)
-and the rest.
+and the rest. So that this does not flatter TokenPPO, TRL's update is first also measured alone
+(:func:`trl_alone`: before any TokenPPO model, env or floor exists in the process; not
+interleaved), and its ratio to TokenPPO's interleaved medians is printed beside the paired one.
 
 TRL 1.12 is not a dependency of abc_gym; install it in its own venv (torch pinned to the one
 you run the project with)::
@@ -473,9 +476,11 @@ def trl_callback(
 
 
 def measure(completions: int, new_tokens: int, device: str, repeats: int, with_trl: bool, threads: int | None,
-            seed: int = 0, gold: bool = False, variant: dict[str, bool] | None = None) -> dict[str, Any]:
-    """Medians (seconds) of every timer over ``repeats`` interleaved repeats after one warm-up, and notes."""
-    recorder = Recorder(our_timers(completions, new_tokens, device, seed, gold, variant))
+            seed: int = 0, gold: bool = False, variant: dict[str, bool] | None = None,
+            with_ours: bool = True) -> dict[str, Any]:
+    """Medians (seconds) of every timer over ``repeats`` interleaved repeats after one warm-up, and notes.
+    ``with_ours=False``: TRL alone, no TokenPPO model or floor built (see :func:`trl_alone`)."""
+    recorder = Recorder(our_timers(completions, new_tokens, device, seed, gold, variant) if with_ours else {})
     info: dict[str, Any] = {"variant": options_label(variant)} if variant else {}
     if with_trl:
         with timed_trl_generation(device) as generate_seconds, timed_gc() as gc_seconds, warnings.catch_warnings():
@@ -496,6 +501,16 @@ def measure(completions: int, new_tokens: int, device: str, repeats: int, with_t
     info["repeats"] = {k: len(v) for k, v in recorder.times.items()}
     info["seconds"] = recorder.times
     return info
+
+
+def trl_alone(completions: int, new_tokens: int, device: str, repeats: int, threads: int | None,
+              seed: int = 0) -> dict[str, Any]:
+    """TRL's update with no TokenPPO model, env or floor in the process yet (run before them): what TRL
+    costs where its ``gc.collect()`` walks only its own objects and the imports. Not interleaved with
+    TokenPPO, so its ratio to TokenPPO's interleaved medians is subject to drift between the two runs."""
+    gc.collect()
+    r = measure(completions, new_tokens, device, repeats, True, threads, seed, with_ours=False)
+    return {"medians": r["medians"], "python_objects": r["python_objects"]}
 
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> str:
@@ -536,6 +551,18 @@ def tables(results: dict[int, dict[str, Any]], new_tokens: int, with_trl: bool, 
                 m = r["medians"]
                 out.append(f"| {n} | {m['trl']:.2f} | {m['abc_variant']:.2f} | {m['trl'] / m['abc_variant']:.2f}x "
                            f"| {paired_ratio(r['seconds']['trl'], r['seconds']['abc_variant'])} |")
+        alone = [(n, r) for n, r in results.items() if "trl_alone" in r]
+        if alone:
+            out += ["", "TRL alone: its update measured first, before any TokenPPO model, env or floor existed in the "
+                    "process (its gc.collect() walks fewer objects), not interleaved; against the interleaved "
+                    "TokenPPO medians above:", "",
+                    "| completions | TRL alone s/update | generate s | gc.collect s | Python objects | TRL alone / "
+                    "TokenPPO abc | TRL alone / TokenPPO sparse |", "|---:|---:|---:|---:|---:|---:|---:|"]
+            for n, r in alone:
+                a, m = r["trl_alone"]["medians"], r["medians"]
+                out.append(f"| {n} | {a['trl']:.2f} | {a.get('trl.generate', float('nan')):.2f} "
+                           f"| {a.get('trl.gc', float('nan')):.2f} | {r['trl_alone']['python_objects']:,} "
+                           f"| {a['trl'] / m['abc']:.2f}x | {a['trl'] / m['sparse']:.2f}x |")
         objects = ", ".join(f"{r['python_objects']:,}" for r in results.values() if "python_objects" in r)
         out += ["", "TRL generate: its batch_generation (HF generate, fixed length). TRL gc.collect: its two calls per "
                 f"update, which walk every Python object of this process ({objects} here, TokenPPO's included). TRL "
@@ -586,11 +613,19 @@ def run(args: argparse.Namespace) -> str:
     results: dict[int, dict[str, Any]] = {}
     with torch_threads(threads), quiet_progress_bars():
         print(header(args, trl_version, threads), flush=True)
+        alone = {}
+        if not args.skip_trl and not args.no_trl_alone:  # first: before any TokenPPO object exists
+            for n in args.completions:
+                alone[n] = trl_alone(n, args.new_tokens, args.device, args.repeats, threads, args.seed)
+                print(f"[{n} completions, TRL alone] medians: "
+                      + ", ".join(f"{k} {v:.3f} s" for k, v in alone[n]["medians"].items()), flush=True)
         for n in args.completions:
             r = measure(n, args.new_tokens, args.device, args.repeats, not args.skip_trl, threads, args.seed, args.gold,
                         None if args.no_variant else variant_options(args.device))
+            if n in alone:
+                r["trl_alone"] = alone[n]
             results[n] = r
-            notes = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("medians", "repeats", "seconds"))
+            notes = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("medians", "repeats", "seconds", "trl_alone"))
             print(f"[{n} completions] medians: " + ", ".join(f"{k} {v:.3f} s" for k, v in r["medians"].items())
                   + (f"; {notes}" if notes else ""), flush=True)
         table = tables(results, args.new_tokens, not args.skip_trl, args.gold)
@@ -624,6 +659,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-variant", action="store_true",
                    help="skip the row of TokenPPO abc with other switches (variant_options: CPU fused_activation=False, "
                    "CUDA compile_decode=True)")
+    p.add_argument("--no-trl-alone", action="store_true",
+                   help="skip the first measurement of TRL alone (before any TokenPPO object exists in the process)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write every repeat's seconds and the medians here")
     args = p.parse_args(argv)
     for flag, values in (("--completions", args.completions), ("--new-tokens", [args.new_tokens]),

@@ -151,3 +151,26 @@ def test_trl_half_at_tiny_sizes() -> None:
     assert "activation: TokenPPO runs GPT-2's tanh GELU on torch's fused kernel" in table
     opt = [line for line in table.splitlines() if line.startswith("| 2 |") and "| 1.00 |" in line]
     assert len(opt) == 2 and "abc, fused_activation=False" in opt[1], opt  # the peer row and the rollout / floor row
+
+
+def test_trl_alone_runs_before_any_tokenppo_object_and_is_tabled() -> None:
+    try:
+        peer_trl.load_trl()
+    except peer_trl.TrlMissing as err:
+        pytest.skip(f"TRL with PPO is not installed here (the main CI leg has none; run in its own venv): {err}")
+    built = []
+    real = peer_trl.token_ppo
+    peer_trl.token_ppo = lambda *a, **k: built.append(a) or real(*a, **k)
+    try:
+        alone = peer_trl.trl_alone(2, 4, "cpu", repeats=1, threads=1)
+    finally:
+        peer_trl.token_ppo = real
+    assert built == [], "TRL alone must not build a TokenPPO model"
+    _medians_ok(alone["medians"], ["trl", "trl.gc"])
+    assert not any(k.startswith(("abc", "sparse", "floor")) for k in alone["medians"]) and alone["python_objects"] > 0
+    r = {"medians": {"trl": 2.0, "abc": 1.0, "sparse": 0.8, "abc.rollout": 0.5, "abc.update": 0.5, "sparse.rollout": 0.4,
+                     "sparse.update": 0.4, "floor": 0.5, "trl.generate": 0.5, "trl.gc": 0.3},
+         "seconds": {"trl": [2.0], "abc": [1.0], "sparse": [0.8]}, "python_objects": 10, "trl_alone": alone}
+    table = peer_trl.tables({2: r}, 4, with_trl=True)
+    row = [line for line in table.splitlines() if line.startswith("| 2 |") and f"{alone['python_objects']:,}" in line]
+    assert len(row) == 1 and row[0].endswith(f"| {alone['medians']['trl'] / 0.8:.2f}x |"), table
