@@ -107,7 +107,10 @@ def save_checkpoint(model: Any, path: str | os.PathLike, hf: bool = True) -> flo
     hf_dir = hf_dir_of(path)
     hf_tmp = hf_dir.with_name(f".{hf_dir.name}.tmp-{os.getpid()}")
     updates = int(getattr(model, "_n_completed_updates", len(getattr(model, "update_metrics", []))))
-    meta = {"format": FORMAT, "updates": updates, "num_timesteps": int(model.num_timesteps), "saved_at": time.time()}
+    from agents.config import NUMERICS_VERSION
+
+    meta = {"format": FORMAT, "updates": updates, "num_timesteps": int(model.num_timesteps), "saved_at": time.time(),
+            "numerics": NUMERICS_VERSION}
     try:
         with open(tmp, "w+b") as f:
             model.save(f)  # a file object: SB3 would append ".zip" to a temporary name
@@ -192,6 +195,13 @@ def checkpoint_updates(path: str | os.PathLike) -> int:
             f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); it was written by something "
             "else or cut short by an older abc_gym agents: restore it from a copy, or start the run afresh",
         ) from err
+
+
+def checkpoint_numerics(path: str | os.PathLike) -> int:
+    """The :data:`~agents.config.NUMERICS_VERSION` of the code that wrote the checkpoint at ``path``
+    (1 for a checkpoint written before the version was recorded)."""
+    meta = _read_member(Path(path), META_MEMBER)
+    return int(json.loads(meta).get("numerics", 1)) if meta is not None else 1
 
 
 def load_rng_state(path: str | os.PathLike) -> dict[str, Any] | None:

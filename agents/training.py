@@ -212,13 +212,25 @@ def _load_run(cfg: TrainConfig, run_dir: Path, dp: DataParallel = LOCAL):
     started with; then torch's, numpy's and Python's RNG states saved with the checkpoint are
     restored (one process: the policy samples on as if the run had not stopped).
     """
-    from agents.checkpoint import checkpoint_updates, load_rng_state, set_rng_state
+    from agents.checkpoint import checkpoint_numerics, checkpoint_updates, load_rng_state, set_rng_state
+    from agents.config import NUMERICS_VERSION
     from agents.registry import REGISTRY
 
     path = Path(cfg.save_path) if cfg.save_path else run_dir / "model.zip"
     if not path.is_file():
         raise ValueError(f"--resume {run_dir}: no {path.name} there (the run stopped before its first checkpoint)")
     checkpoint_updates(path)  # a clear error for a file that is not a checkpoint, before SB3's zip reader
+    written_by = checkpoint_numerics(path)
+    if written_by != NUMERICS_VERSION:
+        import warnings
+
+        warnings.warn(
+            f"--resume {run_dir}: its checkpoint was written by code whose arithmetic is version {written_by}, this "
+            f"code's is {NUMERICS_VERSION} (agents.config.NUMERICS_VERSION; CHANGELOG.md says what changed): the "
+            "resumed updates differ within float rounding from those the run would have made on its own code. "
+            "Resume with that commit for bit-for-bit continuity",
+            stacklevel=2,
+        )
     model = REGISTRY[cfg.algo].load().load(path, device=cfg.device)
     rows, seed = dp.rows_and_seed(cfg.episodes_per_update, cfg.seed + len(model.update_metrics) * cfg.episodes_per_update)
     model.set_env(_make_env(cfg, rows, seed))

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -382,3 +383,32 @@ def test_a_run_saved_before_checkpoints_had_their_own_meta_resumes(one_update_ru
     assert ckpt.checkpoint_updates(run / "model.zip") == 1 and ckpt.load_rng_state(run / "model.zip") is None
     main(["--resume", str(run), "--n-updates", "2"])
     assert _updates(run) == [1, 2] and _csv_rows(run) == 2
+
+
+def test_resuming_a_checkpoint_of_other_arithmetic_warns(one_update_run: Path, tmp_path: Path) -> None:
+    """A checkpoint written before agents.config.NUMERICS_VERSION changed (or before it was recorded: version 1)
+    resumes, with a warning that the resumed updates are not those its own code would have made."""
+    import zipfile
+
+    from agents.config import NUMERICS_VERSION
+
+    assert ckpt.checkpoint_numerics(one_update_run / "model.zip") == NUMERICS_VERSION
+    run = tmp_path / "old_numerics"
+    run.mkdir()
+    for name in ("config.json", "metrics.jsonl", "progress.csv"):
+        (run / name).write_bytes((one_update_run / name).read_bytes())
+    with zipfile.ZipFile(one_update_run / "model.zip") as src, zipfile.ZipFile(run / "model.zip", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == ckpt.META_MEMBER:
+                meta = json.loads(data)
+                del meta["numerics"]  # as written before the version was recorded
+                data = json.dumps(meta).encode()
+            dst.writestr(item, data)
+    assert ckpt.checkpoint_numerics(run / "model.zip") == 1
+    with pytest.warns(UserWarning, match=f"arithmetic is version 1, this code's is {NUMERICS_VERSION}"):
+        main(["--resume", str(run), "--n-updates", "2"])
+    assert _updates(run) == [1, 2] and ckpt.checkpoint_numerics(run / "model.zip") == NUMERICS_VERSION
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the same version: no warning
+        main(["--resume", str(run), "--n-updates", "3"])
