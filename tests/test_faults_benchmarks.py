@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,18 +133,31 @@ def test_resume_accepts_results_made_in_another_checkout(tmp_path: Path, stub: t
     assert [c.reward_mode for c in stub.calls] == ["abc"]
 
 
+def _stored_run(out: Path, stub: types.ModuleType, edit: Callable[[dict[str, Any]], None], rehash: bool) -> dict[str, Any]:
+    """A 2-update sparse run in ``out`` whose stored run configs ``edit`` rewrites, as an older benchmark
+    wrote them (``rehash``: with the hash of the edited config, as that benchmark computed it)."""
+    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
+    payload = json.loads((out / "results.json").read_text())
+    for run in payload["meta"]["runs"].values():
+        edit(run["config"])
+        if rehash:
+            run["hash"] = bench.config_hash(run["config"])
+    (out / "results.json").write_text(json.dumps(payload))
+    stub.calls.clear()
+    return payload
+
+
 def test_resume_accepts_results_written_before_a_trainconfig_field_existed(
     tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture
 ) -> None:
     # compile_decode was added to TrainConfig after results were written; runs stored without it
     # ran at its default (eager decode), so they resume, and a non-default value is still refused.
     out = tmp_path / "run"
-    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
-    payload = json.loads((out / "results.json").read_text())
-    for run in payload["meta"]["runs"].values():
-        assert run["config"]["train"].pop("compile_decode") is False
-    (out / "results.json").write_text(json.dumps(payload))
-    stub.calls.clear()
+
+    def drop(config: dict[str, Any]) -> None:
+        assert config["train"].pop("compile_decode") is False
+
+    payload = _stored_run(out, stub, drop, rehash=False)
     assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume")) == 0
     assert [c.reward_mode for c in stub.calls] == ["abc"]
     stub.calls.clear()
@@ -159,19 +174,36 @@ def test_resume_refuses_runs_stored_before_a_default_changed(
     # fused_activation was added off and became auto (None) later: a run stored without the field ran
     # with transformers' Python GELU, so the new default must not resume it silently with the fused one.
     out = tmp_path / "run"
-    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
-    payload = json.loads((out / "results.json").read_text())
-    for run in payload["meta"]["runs"].values():
-        assert run["config"]["train"].pop("fused_activation") is None
-        run["hash"] = bench.config_hash(run["config"])  # as an older benchmark wrote it
-    (out / "results.json").write_text(json.dumps(payload))
-    stub.calls.clear()
+
+    def drop(config: dict[str, Any]) -> None:
+        assert config["train"].pop("fused_activation") is None
+
+    _stored_run(out, stub, drop, rehash=True)
     assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume")) == 2
     assert "fused_activation: stored False, now None" in capsys.readouterr().err
     assert stub.calls == []
     argv = _argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume", "--set", "fused_activation=false")
     assert bench.main(argv) == 0
     assert [(c.reward_mode, c.fused_activation) for c in stub.calls] == [("abc", False)]
+
+
+def test_resume_refuses_runs_of_other_arithmetic(
+    tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture
+) -> None:
+    # runs stored before agents.config.NUMERICS_VERSION existed (version 1) gave other numbers for the
+    # same seed and config: extending them with today's code would mix two arithmetics in one table
+    out = tmp_path / "run"
+
+    def version_1(config: dict[str, Any]) -> None:
+        assert config.pop("numerics") >= 2
+        config["train"]["fused_activation"] = False  # as then: only the version differs
+
+    _stored_run(out, stub, version_1, rehash=True)
+    argv = _argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume", "--set", "fused_activation=false")
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "numerics: stored 1, now 2" in err and "rerun at the stored commit" in err
+    assert stub.calls == []
 
 
 def test_resume_refuses_results_without_run_configs(tmp_path: Path, stub: types.ModuleType,
@@ -409,23 +441,3 @@ def test_from_results_of_a_json_list_is_one_line(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"error: --from-results {path}: not a results file of this benchmark")
 
-
-def test_resume_refuses_runs_of_other_arithmetic(
-    tmp_path: Path, stub: types.ModuleType, capsys: pytest.CaptureFixture
-) -> None:
-    # runs stored before agents.config.NUMERICS_VERSION existed (version 1) gave other numbers for the
-    # same seed and config: extending them with today's code would mix two arithmetics in one table
-    out = tmp_path / "run"
-    assert bench.main(_argv(out, "--n-updates", "2", "--modes", "sparse")) == 0
-    payload = json.loads((out / "results.json").read_text())
-    for run in payload["meta"]["runs"].values():
-        assert run["config"].pop("numerics") >= 2
-        run["config"]["train"]["fused_activation"] = False  # as then: only the version differs
-        run["hash"] = bench.config_hash(run["config"])
-    (out / "results.json").write_text(json.dumps(payload))
-    stub.calls.clear()
-    argv = _argv(out, "--n-updates", "2", "--modes", "sparse", "abc", "--resume", "--set", "fused_activation=false")
-    assert bench.main(argv) == 2
-    err = capsys.readouterr().err
-    assert "numerics: stored 1, now 2" in err and "rerun at the stored commit" in err
-    assert stub.calls == []
